@@ -1,0 +1,288 @@
+"""What each subcommand does, from parsed arguments to an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from audit.config import Settings, build_settings, find_config_file, read_config_table
+from audit.errors import ExitCode, NotBuiltYet, UsageError
+
+log = logging.getLogger("audit")
+
+
+def default_cache_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("medaudit"))
+
+
+def _parse_levels(text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UsageError(
+            f"--levels {text!r}: give comma-separated fractions, e.g. 0,0.5,1"
+        ) from None
+
+
+def _parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
+    params: dict[str, dict[str, Any]] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        conf, dot, key = name.partition(".")
+        if not sep or not dot or not conf or not key:
+            raise UsageError(
+                f"--param {item!r}: expected CONFOUNDER.NAME=VALUE, e.g. tag.font_size=48"
+            )
+        params.setdefault(conf, {})[key] = value
+    return params
+
+
+def settings_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None) -> Settings:
+    """Defaults <- base (command defaults) <- config file <- flags."""
+    config_path = args.config or find_config_file(Path.cwd())
+    file_values = read_config_table(config_path) if config_path else {}
+    if config_path:
+        log.info("settings from %s", config_path.name)
+    train_flags = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "patience": args.patience,
+        "max_steps_per_epoch": args.max_steps,
+        "input_size": args.input_size,
+        "normalize": args.normalize,
+        "deterministic": args.deterministic,
+    }
+    flags = {
+        "levels": _parse_levels(args.levels),
+        "folds": args.folds,
+        "seed": args.seed,
+        "image_size": args.image_size,
+        "margin": args.margin,
+        "alpha": args.alpha,
+        "n_resamples": args.resamples,
+        "with_random_init": args.with_random_init,
+        "confounders": tuple(args.confounders.split(",")) if args.confounders else None,
+        "confounder_params": _parse_params(args.param) or None,
+        "train": {k: v for k, v in train_flags.items() if v is not None},
+    }
+    layered = dict(base or {})
+    for key, value in file_values.items():
+        if key == "train" and isinstance(value, dict):
+            layered.setdefault("train", {}).update(value)
+        else:
+            layered[key] = value
+    return build_settings(layered, flags)
+
+
+def _command_line() -> str:
+    """The command as typed, with paths reduced to file names (they may carry identifiers)."""
+    words = ["medaudit"]
+    for word in sys.argv[1:]:
+        words.append(Path(word).name if "/" in word else word)
+    return shlex.join(words)
+
+
+def _print_summary(results: dict[str, Any], out_dir: Path) -> None:
+    verdict = results.get("verdict")
+    print(f"results: {out_dir / 'results.json'}")
+    print(f"report:  {out_dir / 'report.pdf'}")
+    if results.get("illustrative"):
+        print(f"({results['illustrative_note']})")
+    status = results["status"]
+    if not status["complete"]:
+        print(
+            f"audit incomplete: {status['runs_failed']} of {status['runs_total']} runs failed; no verdict"
+        )
+        return
+    if verdict is None:
+        return
+    for row in verdict["per_confounder"]:
+        gap = row["gap"]
+        print(
+            f"  {row['confounder']:<8} {row['verdict'].upper():<13} S = {gap['estimate']:+.3f} "
+            f"[{gap['ci_low']:+.3f}, {gap['ci_high']:+.3f}]"
+        )
+    print(f"overall: {verdict['overall'].upper()}")
+
+
+def _exit_code(results: dict[str, Any], inconclusive_exit: int) -> int:
+    if not results["status"]["complete"] or results.get("verdict") is None:
+        return int(ExitCode.INTERNAL)
+    from audit.verdict import exit_code_for
+
+    return exit_code_for(results["verdict"]["overall"], inconclusive_exit)
+
+
+def _extra_confounders(args: argparse.Namespace) -> dict:
+    from audit.confounders import load_plugin
+
+    extra = {}
+    for spec in args.confounder:
+        conf = load_plugin(spec)
+        extra[conf.name] = conf
+    return extra
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from audit.models.loading import load_model, load_reference
+    from audit.pipeline import AuditRequest, run_audit
+    from audit.plan import ModelRef
+
+    extra = _extra_confounders(args)
+    settings = settings_from_args(args)
+    if extra:
+        names = tuple(dict.fromkeys([*settings.confounders, *extra]))
+        settings = dataclasses.replace(settings, confounders=names)
+    cohort = _load_cohort(args, settings)
+    user = load_model(
+        args.model, arch=args.arch, trust_code=args.trust_code, trust_pickle=args.trust_pickle
+    )
+    reference = load_reference(args.reference)
+    models = [
+        (
+            ModelRef(
+                "user", user.arch, user.sha256, user.format, user.preprocessing, args.model.name
+            ),
+            user.backbone,
+        ),
+        (
+            ModelRef(
+                "reference",
+                reference.arch,
+                reference.sha256,
+                reference.format,
+                reference.preprocessing,
+                args.reference.name,
+            ),
+            reference.backbone,
+        ),
+    ]
+    if settings.with_random_init:
+        from audit.models.architectures import create_backbone
+
+        random_backbone = create_backbone(user.arch)
+        models.append(
+            (
+                ModelRef(
+                    "random-init",
+                    user.arch,
+                    "random-init",
+                    "none",
+                    "none",
+                    f"{user.arch}, random initialisation",
+                ),
+                random_backbone,
+            )
+        )
+    request = AuditRequest(
+        settings=settings,
+        cohort=cohort,
+        models=models,
+        out_dir=args.out,
+        command=_command_line(),
+        device=args.device,
+        extra_confounders=extra,
+    )
+    outputs = run_audit(request)
+    _print_summary(outputs.results, args.out)
+    return _exit_code(outputs.results, args.inconclusive_exit)
+
+
+def _load_cohort(args: argparse.Namespace, settings: Settings):  # noqa: ANN202
+    if not args.synthetic:
+        raise NotBuiltYet(
+            "reading data sets from disk (NIH ChestX-ray14, LIDC-IDRI, manifest CSV) is not built yet "
+            "in this version; use --synthetic to run the audit on built-in phantom data"
+        )
+    from audit.data.synthetic import PhantomSettings, make_phantom_cohort
+
+    log.warning("using built-in synthetic phantom data: every output is marked illustrative")
+    return make_phantom_cohort(
+        PhantomSettings(
+            modality=args.modality,
+            n_patients=args.synthetic_patients,
+            image_size=settings.image_size,
+            seed=settings.seed,
+        )
+    )
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from audit.demo import run_demo_audit
+
+    cache_dir = args.cache_dir or default_cache_dir()
+    results = run_demo_audit(
+        args.out,
+        cache_dir,
+        quick=args.quick,
+        device=args.device,
+        deterministic=bool(args.deterministic),
+        command=_command_line(),
+    )
+    _print_summary(results, args.out)
+    return 0 if results["status"]["complete"] else int(ExitCode.INTERNAL)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from audit.report.render import render_report
+    from audit.schema import validate_results
+
+    try:
+        results = json.loads(args.results.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"results file not found: {args.results.name}") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read {args.results.name} as JSON: {exc}") from None
+    import jsonschema
+
+    try:
+        validate_results(results)
+    except jsonschema.ValidationError as exc:
+        raise UsageError(f"{args.results.name} is not medaudit results: {exc.message}") from None
+    out = args.out or args.results.with_name("report.pdf")
+    render_report(results, out)
+    print(f"report: {out}")
+    return 0
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from audit.models.loading import load_model
+
+    loaded = load_model(
+        args.model, arch=args.arch, trust_code=args.trust_code, trust_pickle=args.trust_pickle
+    )
+    print(f"format:        {loaded.format}")
+    print(f"architecture:  {loaded.arch}")
+    print(f"features:      {loaded.backbone.feature_dim}")
+    print(f"input:         {loaded.in_channels} channel(s), preprocessing {loaded.preprocessing}")
+    print(
+        f"classifier:    {'present (replaced when fine-tuning)' if loaded.had_classifier else 'absent'}"
+    )
+    print(f"sha256:        {loaded.sha256}")
+    for note in loaded.notes:
+        print(f"note:          {note}")
+    return 0
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    raise NotBuiltYet(
+        "'medaudit probe' (training-free counterfactual probe) is not built yet in this version"
+    )
+
+
+def run_reference(args: argparse.Namespace) -> int:
+    raise NotBuiltYet(
+        f"'medaudit reference {args.action}' is not built yet in this version; "
+        "pass a local reference file to 'medaudit check --reference PATH'"
+    )

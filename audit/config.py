@@ -1,0 +1,169 @@
+"""The one settings object: defaults, then ``[tool.medaudit]`` or ``medaudit.toml``, then flags.
+
+Thresholds are declared here, before any run, and written into the results so a verdict can
+never be re-decided after the numbers are in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from audit.errors import UsageError
+
+STUDY_LEVELS = (0.0, 0.1, 0.2, 0.5, 0.8, 1.0)
+NORMALIZATIONS = ("imagenet", "radimagenet", "none")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Fine-tuning protocol (the study's public code defaults, scaled where noted)."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 5
+    dropout: float = 0.5
+    input_size: int = 224
+    normalize: str = "imagenet"
+    augment: bool = True
+    rotation_deg: float = 10.0
+    shift_fraction: float = 0.1
+    shear_deg: float = 0.1
+    zoom_fraction: float = 0.1
+    max_steps_per_epoch: int | None = None
+    deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        if self.normalize not in NORMALIZATIONS:
+            raise UsageError(
+                f"normalize={self.normalize!r} is not accepted; use one of {', '.join(NORMALIZATIONS)}"
+            )
+        for name in ("epochs", "batch_size", "input_size"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name}={getattr(self, name)} must be at least 1")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything an audit needs to be reproduced; every field has a documented default."""
+
+    levels: tuple[float, ...] = STUDY_LEVELS
+    folds: int = 5
+    val_fraction: float = 0.15
+    test_fraction: float = 0.25
+    seed: int = 0
+    image_size: int = 256
+    confounders: tuple[str, ...] = ("tag", "denoise", "noise", "sex")
+    confounder_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    margin: float = 0.05
+    alpha: float = 0.05
+    counted_levels: tuple[float, ...] | None = None
+    n_resamples: int = 2000
+    with_random_init: bool = False
+    train: TrainSettings = field(default_factory=TrainSettings)
+
+    def __post_init__(self) -> None:
+        if not self.levels or any(not 0.0 <= lv <= 1.0 for lv in self.levels):
+            raise UsageError(f"levels={list(self.levels)} must be fractions between 0 and 1")
+        if self.folds < 1:
+            raise UsageError(f"folds={self.folds} must be at least 1")
+        if not 0.0 < self.val_fraction < 0.5 or not 0.0 < self.test_fraction < 0.5:
+            raise UsageError("val_fraction and test_fraction must lie between 0 and 0.5")
+        if not 0.0 < self.alpha < 0.5:
+            raise UsageError(f"alpha={self.alpha} must lie between 0 and 0.5")
+        if self.counted_levels is not None and not set(self.counted_levels) <= set(self.levels):
+            raise UsageError(
+                f"counted_levels={list(self.counted_levels)} must be a subset of levels={list(self.levels)}"
+            )
+
+
+def find_config_file(start: Path) -> Path | None:
+    """``medaudit.toml`` wins over ``pyproject.toml``'s ``[tool.medaudit]``, searched upwards."""
+    for folder in (start, *start.parents):
+        for name in ("medaudit.toml", "pyproject.toml"):
+            candidate = folder / name
+            if candidate.is_file() and (name == "medaudit.toml" or _has_tool_table(candidate)):
+                return candidate
+    return None
+
+
+def _has_tool_table(pyproject: Path) -> bool:
+    try:
+        return "medaudit" in tomllib.loads(pyproject.read_text()).get("tool", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+
+
+def read_config_table(path: Path) -> dict[str, Any]:
+    """The medaudit table of a config file; a broken file is a one-line usage error."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path.name} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path.name}: {exc.strerror}") from None
+    if path.name == "pyproject.toml":
+        return dict(data.get("tool", {}).get("medaudit", {}))
+    return dict(data.get("tool", {}).get("medaudit", data))
+
+
+def build_settings(
+    file_values: Mapping[str, Any] | None = None, flag_values: Mapping[str, Any] | None = None
+) -> Settings:
+    """Layer defaults <- config file <- flags (flags that are None were not given)."""
+    merged: dict[str, Any] = {}
+    for layer in (
+        file_values or {},
+        {k: v for k, v in (flag_values or {}).items() if v is not None},
+    ):
+        for key, value in layer.items():
+            if key == "train" and isinstance(value, Mapping):
+                merged.setdefault("train", {}).update(value)
+            elif key == "confounder_params" and isinstance(value, Mapping):
+                params = merged.setdefault("confounder_params", {})
+                for name, table in value.items():
+                    params.setdefault(name, {}).update(table)
+            else:
+                merged[key] = value
+    train = _coerce(TrainSettings, merged.pop("train", {}), "train")
+    return _coerce(Settings, {**merged, "train": train}, "")
+
+
+def _coerce(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
+    """Build a settings dataclass, naming any unknown key and converting lists to tuples."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in fields:
+            where = f"[tool.medaudit{'.' + prefix if prefix else ''}]"
+            accepted = ", ".join(sorted(fields))
+            raise UsageError(f"unknown setting {key!r} in {where}; accepted: {accepted}")
+        kwargs[key] = _convert(value, hints[key], key)
+    return cls(**kwargs)
+
+
+def _convert(value: Any, hint: Any, key: str) -> Any:
+    if isinstance(value, TrainSettings):
+        return value
+    origin = typing.get_origin(hint)
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if origin in (typing.Union, types.UnionType) and args:
+        return None if value is None else _convert(value, args[0], key)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise UsageError(f"setting {key!r} must be a list, got {value!r}")
+        return tuple(float(v) if args and args[0] is float else v for v in value)
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, bool, str) and not isinstance(value, hint):
+        raise UsageError(f"setting {key!r} must be {hint.__name__}, got {value!r}")
+    return value

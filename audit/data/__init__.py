@@ -1,0 +1,1 @@
+"""Sources: adapters that turn a data set into a cohort of pseudonymous cases."""

@@ -1,0 +1,73 @@
+"""The cases and cohort that every source produces and every later stage reads.
+
+A case carries no patient identifier: ``case_id`` and ``patient_key`` are pseudonyms (hashes or
+generated ids), so nothing downstream can leak one into a log, a report or a file name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from audit.hashing import content_hash
+
+SEXES = ("F", "M")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One image with its binary label and the attributes confounders may use."""
+
+    case_id: str
+    label: int
+    patient_key: str
+    sex: str | None = None
+    view: str | None = None
+    modality: str = "cxr"
+    age: float | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Cohort:
+    """Cases plus their decoded images (N, H, W) uint8, decoded once and never again.
+
+    ``synthetic`` marks phantom data: every output made from it must say so.
+    """
+
+    cases: tuple[Case, ...]
+    images: np.ndarray
+    source: str
+    modality: str
+    synthetic: bool = False
+    description: str = ""
+    excluded: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 3 or self.images.dtype != np.uint8:
+            raise ValueError("cohort images must be a (N, H, W) uint8 array")
+        if len(self.cases) != len(self.images):
+            raise ValueError(f"{len(self.cases)} cases but {len(self.images)} images")
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([c.label for c in self.cases], dtype=np.int64)
+
+    @property
+    def patients(self) -> np.ndarray:
+        return np.array([c.patient_key for c in self.cases])
+
+    @property
+    def sexes(self) -> np.ndarray:
+        return np.array([c.sex or "" for c in self.cases])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[1])
+
+    def manifest_hash(self) -> str:
+        """Identity of the data: case list plus a digest of the pixels."""
+        import hashlib
+
+        pixel_digest = hashlib.sha256(np.ascontiguousarray(self.images).tobytes()).hexdigest()
+        return content_hash({"cases": self.cases, "pixels": pixel_digest, "source": self.source})

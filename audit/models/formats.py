@@ -1,0 +1,95 @@
+"""Tell what a model file is from its bytes, never from its name.
+
+Users rename files freely (`model.pt` may be a TorchScript archive, `weights.bin` a safetensors
+file), and the format decides whether opening the file can run code, so the extension is not
+trusted.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zipfile
+from pathlib import Path
+
+from audit.errors import UsageError
+
+TORCH_ZIP = "torch-zip"  # torch.save since PyTorch 1.6: a zip with <name>/data.pkl
+TORCH_LEGACY = "torch-legacy"  # torch.save(..., _use_new_zipfile_serialization=False)
+TORCHSCRIPT = "torchscript"  # torch.jit.save: a zip with constants.pkl and code/
+SAFETENSORS = "safetensors"
+ONNX = "onnx"
+HDF5 = "hdf5"  # Keras .h5 (the official RadImageNet release)
+PICKLE = "pickle"  # a bare pickle.dump, not a torch checkpoint
+UNKNOWN = "unknown"
+
+# A legacy torch.save file starts with a protocol-2 pickle of this magic number (torch.serialization).
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_ZIP_MAGIC = b"PK\x03\x04"
+# ModelProto's field numbers (onnx.proto); ir_version (1) is always written first.
+_ONNX_FIELDS = frozenset({1, 2, 3, 4, 5, 6, 7, 8, 14, 20, 21, 22, 25})
+
+
+def sniff_format(path: str | Path) -> str:
+    """Return one of the format constants above; UsageError for a missing or damaged file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"model file not found: {path}")
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    size = path.stat().st_size
+    if head.startswith(_ZIP_MAGIC):
+        return _sniff_zip(path)
+    if head.startswith(_LEGACY_MAGIC):
+        return TORCH_LEGACY
+    if head.startswith(_HDF5_MAGIC):
+        return HDF5
+    if _looks_like_safetensors(path, head, size):
+        return SAFETENSORS
+    if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
+        return PICKLE
+    if _looks_like_onnx(head):
+        return ONNX
+    return UNKNOWN
+
+
+def _sniff_zip(path: Path) -> str:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as error:
+        raise UsageError(
+            f"{path} is truncated or damaged: it starts like a PyTorch zip checkpoint but the "
+            f"archive cannot be read ({error}); copy the file again"
+        ) from None
+    if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
+        return TORCHSCRIPT
+    if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+        return TORCH_ZIP
+    return UNKNOWN
+
+
+def _looks_like_safetensors(path: Path, head: bytes, size: int) -> bool:
+    """An 8-byte little-endian header length, then that many bytes of JSON."""
+    if len(head) < 10:
+        return False
+    (length,) = struct.unpack("<Q", head[:8])
+    if head[8:9] != b"{" or length > size - 8 or length > 100_000_000:
+        return False
+    with open(path, "rb") as handle:
+        handle.seek(8)
+        try:
+            header = json.loads(handle.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return False
+    return isinstance(header, dict)
+
+
+def _looks_like_onnx(head: bytes) -> bool:
+    """ONNX is a protobuf ModelProto: field 1 (ir_version, a small varint) then known fields."""
+    if len(head) < 4 or head[0] != 0x08 or not 1 <= head[1] <= 30:
+        return False
+    tag = head[2]
+    field, wire = tag >> 3, tag & 7
+    return field in _ONNX_FIELDS and wire in (0, 2)

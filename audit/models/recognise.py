@@ -1,0 +1,234 @@
+"""Recognise a state_dict's architecture from its keys and shapes.
+
+Key names alone are ambiguous: torchvision's ResNet50 and the Keras-style port share them, and
+EfficientNet B0 and B1 differ only in how many blocks each stage has. So a candidate fits only when
+every backbone key is present with its exact shape and nothing unexplained is left over; when none
+fits, the closest misfits are reported, so a user can tell a wrong `--arch` from a damaged file.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from audit.errors import UsageError
+from audit.models.candidates import (
+    FAMILY_LABELS,
+    FAMILY_MARKERS,
+    TIMM_PREFIX,
+    Built,
+    Candidate,
+    all_candidates,
+    timm_candidate,
+)
+from audit.models.state_dicts import StateDict, View, views
+
+Shape = tuple[int, ...]
+_COUNTER = "num_batches_tracked"  # absent from pre-0.4 checkpoints; filled with 0 when missing
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How one candidate's backbone compares with one reading of the checkpoint."""
+
+    candidate: Candidate
+    view: View
+    missing: tuple[str, ...]
+    unexpected: tuple[str, ...]
+    mismatched: tuple[tuple[str, Shape, Shape], ...]  # key, found, expected
+    first_conv: str | None
+    gray: bool
+    had_classifier: bool
+    backbone_keys: frozenset[str]
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    @property
+    def problems(self) -> int:
+        return len(self.missing) + len(self.unexpected) + len(self.mismatched)
+
+    def describe(self) -> str:
+        parts = []
+        if self.missing:
+            parts.append(f"{len(self.missing)} keys missing (e.g. {', '.join(self.missing[:2])})")
+        if self.unexpected:
+            parts.append(
+                f"{len(self.unexpected)} unexpected (e.g. {', '.join(self.unexpected[:2])})"
+            )
+        for key, found, expected in self.mismatched[:3]:
+            parts.append(f"{key} has shape {list(found)}, expected {list(expected)}")
+        if len(self.mismatched) > 3:
+            parts.append(f"{len(self.mismatched) - 3} more shapes differ")
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class Recognised:
+    """A checkpoint matched to an architecture: what the builder needs, and what to record."""
+
+    candidate: Candidate
+    weights: StateDict  # the backbone's keys only, named as the architecture names them
+    in_channels: int
+    first_conv: str | None  # key of the first convolution's weight
+    had_classifier: bool
+    layout: str
+    notes: tuple[str, ...]
+
+    @property
+    def arch(self) -> str:
+        return self.candidate.arch
+
+
+def recognise(
+    state_dict: StateDict,
+    *,
+    arch: str | None = None,
+    hints: Iterable[str] = (),
+    source: str = "the checkpoint",
+) -> Recognised:
+    """Match `state_dict` to exactly one architecture, or raise a UsageError saying what was tried.
+
+    `arch` (the user's --arch) restricts the search to that one; `hints` are architecture names the
+    checkpoint's own metadata gives (timm's `args.model`), tried through timm when it is installed.
+    """
+    forced = [resolve_arch(arch)] if arch is not None else None
+    built: dict[str, Built] = {}
+    fits: list[Fit] = []
+    for view in views(state_dict):
+        for candidate in forced or _plausible(view.state_dict, hints):
+            if candidate.arch not in built:
+                built[candidate.arch] = build_on_meta(candidate, view.state_dict)
+            fit = compare(candidate, built[candidate.arch], view)
+            if fit.ok:
+                return _recognised(fit)
+            fits.append(fit)
+    raise _no_fit(state_dict, arch, fits, source)
+
+
+def resolve_arch(arch: str) -> Candidate:
+    """The candidate for a user-given --arch name; unknown names get the closest ones."""
+    if arch.startswith(TIMM_PREFIX):
+        return timm_candidate(arch[len(TIMM_PREFIX) :])
+    by_name = {c.arch: c for c in all_candidates()}
+    if arch in by_name:
+        return by_name[arch]
+    close = difflib.get_close_matches(arch, list(by_name), n=3, cutoff=0.5)
+    hint = f"closest: {', '.join(close)}; " if close else ""
+    raise UsageError(
+        f"unknown architecture {arch!r} for --arch; {hint}accepted: {', '.join(by_name)}, "
+        f"or {TIMM_PREFIX}NAME for a timm model"
+    )
+
+
+def build_on_meta(candidate: Candidate, hint: StateDict) -> Built:
+    """Build without memory or initialisation cost: only names and shapes are needed here."""
+    with torch.device("meta"):
+        return candidate.build(hint)
+
+
+def first_conv_key(module: nn.Module) -> str | None:
+    """The first 3-channel convolution in definition order: the one a grayscale model changes."""
+    for name, sub in module.named_modules():
+        if isinstance(sub, nn.Conv2d) and sub.in_channels == 3:
+            return f"{name}.weight"
+    return None
+
+
+def compare(candidate: Candidate, built: Built, view: View) -> Fit:
+    expected = {k: tuple(v.shape) for k, v in built.backbone.module.state_dict().items()}
+    head_modules = {k.rsplit(".", 1)[0] for k in built.head_keys}
+    first = first_conv_key(built.backbone.module)
+    missing = tuple(k for k in expected if k not in view.state_dict and _COUNTER not in k)
+    unexpected: list[str] = []
+    mismatched: list[tuple[str, Shape, Shape]] = []
+    gray = had_head = False
+    for key, value in view.state_dict.items():
+        found = tuple(value.shape)
+        if key in expected:
+            if key == first and _is_gray_version(found, expected[key]):
+                gray = True
+            elif found != expected[key]:
+                mismatched.append((key, found, expected[key]))
+        elif key in built.head_keys or any(key.startswith(m + ".") for m in head_modules):
+            had_head = True
+        else:
+            unexpected.append(key)
+    return Fit(
+        candidate, view, missing, tuple(unexpected), tuple(mismatched), first, gray,
+        had_head or bool(view.set_aside), frozenset(expected),
+    )  # fmt: skip
+
+
+def _is_gray_version(found: Shape, expected: Shape) -> bool:
+    return len(found) == 4 and found[1] == 1 and expected[1] == 3 and (
+        found[0], *found[2:]) == (expected[0], *expected[2:])  # fmt: skip
+
+
+def _plausible(state_dict: StateDict, hints: Iterable[str]) -> list[Candidate]:
+    keys = state_dict.keys()
+    families = {f for f, markers in FAMILY_MARKERS.items() if all(m in keys for m in markers)}
+    found = [c for c in all_candidates() if c.family in families]
+    for name in hints:
+        try:
+            found.append(timm_candidate(name))
+        except UsageError:
+            continue  # timm missing or the name unknown to it: the built-ins still apply
+    return found
+
+
+def _recognised(fit: Fit) -> Recognised:
+    expected = fit.candidate.arch
+    notes = list(fit.view.notes)
+    if fit.gray:
+        notes.append(
+            "one-channel first convolution kept as saved; a 3-channel input is averaged to one "
+            "channel before it"
+        )
+    return Recognised(
+        candidate=fit.candidate,
+        weights={k: v for k, v in fit.view.state_dict.items() if k in fit.backbone_keys},
+        in_channels=1 if fit.gray else 3,
+        first_conv=fit.first_conv,
+        had_classifier=fit.had_classifier,
+        layout=fit.view.layout,
+        notes=(*notes, f"recognised as {expected} from keys and shapes"),
+    )
+
+
+def _no_fit(state_dict: StateDict, arch: str | None, fits: list[Fit], source: str) -> UsageError:
+    if arch is not None:
+        best = min(fits, key=lambda f: f.problems)
+        return UsageError(f"{source} does not fit --arch {arch}: {best.describe()}")
+    checked = "; ".join(FAMILY_LABELS.values())
+    names = ", ".join(c.arch for c in all_candidates())
+    if not fits:
+        sample = ", ".join(list(state_dict)[:3])
+        return UsageError(
+            f"could not recognise the architecture of {source} ({len(state_dict)} weight keys, "
+            f"e.g. {sample}); checked {checked}; pass --arch NAME ({names}, or "
+            f"{TIMM_PREFIX}NAME with timm installed)"
+        )
+    ranked = sorted(fits, key=lambda f: f.problems)
+    closest = "; ".join(
+        f"{f.candidate.arch}: {f.describe()}" for f in _distinct(ranked)[:2]
+    )
+    return UsageError(
+        f"could not recognise the architecture of {source}: no candidate fits exactly; closest "
+        f"{closest}; check the file is complete, or pass --arch NAME ({names})"
+    )
+
+
+def _distinct(fits: list[Fit]) -> list[Fit]:
+    seen: set[str] = set()
+    out = []
+    for fit in fits:
+        if fit.candidate.arch not in seen:
+            seen.add(fit.candidate.arch)
+            out.append(fit)
+    return out

@@ -1,0 +1,254 @@
+"""The audit from cohort to outputs; ``check`` and ``demo`` both call :func:`run_audit`.
+
+source -> cohort -> plan -> runs -> analysis -> outputs, one direction, no stage reaching back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audit import __version__
+from audit.analysis import auc_summary, ood_scores
+from audit.atomic import atomic_write_text
+from audit.config import Settings
+from audit.confounders import Confounder, get_confounder
+from audit.data.cases import Cohort
+from audit.errors import UsageError
+from audit.hashing import canonical, content_hash
+from audit.models.architectures import Backbone
+from audit.plan import ModelRef, RunSpec, build_runs
+from audit.runner import AuditInputs, Outcome, execute
+from audit.schema import SCHEMA_VERSION, validate_results
+from audit.splits import PatientSplit, patient_split
+from audit.store import ResultsStore
+from audit.train.device import environment_fingerprint, pick_device, set_determinism
+
+log = logging.getLogger(__name__)
+ILLUSTRATIVE_NOTE = "illustrative: synthetic data"
+
+
+@dataclass(frozen=True)
+class AuditRequest:
+    settings: Settings
+    cohort: Cohort
+    models: Sequence[tuple[ModelRef, Backbone]]
+    out_dir: Path
+    command: str = ""
+    device: str | None = None
+    extra_confounders: Mapping[str, Confounder] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AuditOutputs:
+    results: dict[str, Any]
+    results_path: Path
+    report_path: Path | None
+    junit_path: Path | None
+
+
+def resolve_confounders(
+    settings: Settings, extra: Mapping[str, Confounder]
+) -> dict[str, tuple[Confounder, dict[str, Any]]]:
+    """Name -> (confounder, parameters): defaults <- preset <- settings, scaled at apply time."""
+    resolved = {}
+    for name in settings.confounders:
+        conf = extra.get(name) or get_confounder(name)
+        overrides = dict(settings.confounder_params.get(name, {}))
+        preset = overrides.pop("preset", None)
+        resolved[name] = (conf, conf.resolve_params(overrides, preset=preset))
+    return resolved
+
+
+def _split_counts(cohort: Cohort, split: PatientSplit) -> dict[str, Any]:
+    labels, patients = cohort.labels, cohort.patients
+
+    def describe(idx: np.ndarray) -> dict[str, int]:
+        return {
+            "cases": int(len(idx)),
+            "positives": int(labels[idx].sum()),
+            "patients": int(len(np.unique(patients[idx]))),
+        }
+
+    return {
+        "test": describe(split.test),
+        "folds": [{"train": describe(tr), "val": describe(va)} for tr, va in split.folds],
+    }
+
+
+def _clean(value: Any) -> Any:
+    """NaN and infinities become null: results.json stays strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _verdict(
+    outcome: Outcome, settings: Settings, names: Sequence[str], has_reference: bool
+) -> dict[str, Any] | None:
+    """The pre-declared verdict, or None when runs are missing (an incomplete audit decides nothing)."""
+    if outcome.failed or not has_reference:
+        return None
+    from audit.verdict import GapInput, Thresholds, decide, to_dict
+
+    thresholds = Thresholds(
+        margin=settings.margin,
+        alpha=settings.alpha,
+        counted_levels=settings.counted_levels,
+        n_resamples=settings.n_resamples,
+        seed=settings.seed,
+    )
+    summary = auc_summary(outcome.results, settings.levels)
+    gaps = {}
+    for name in names:
+        scores = ood_scores(outcome.results, name, settings.levels)
+        gaps[name] = GapInput(
+            y_true=scores.y_true,
+            levels=scores.levels,
+            user_scores=scores.by_role["user"],
+            reference_scores=scores.by_role["reference"],
+            user_ood_auc_by_level=tuple(summary[name]["user"]["ood"]["mean"]),
+        )
+    return to_dict(decide(gaps, thresholds))
+
+
+def build_results(
+    request: AuditRequest,
+    confounders: Mapping[str, tuple[Confounder, Mapping[str, Any]]],
+    split: PatientSplit,
+    specs: Sequence[RunSpec],
+    outcome: Outcome,
+    environment: Mapping[str, str],
+) -> dict[str, Any]:
+    settings, cohort = request.settings, request.cohort
+    complete = not outcome.failed and len(outcome.results) == len(specs)
+    roles = {ref.role for ref, _ in request.models}
+    verdict = (
+        _verdict(outcome, settings, list(confounders), "reference" in roles) if complete else None
+    )
+    results = {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "medaudit", "version": __version__},
+        "audit_id": content_hash(sorted(s.key for s in specs)),
+        "created_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": request.command,
+        "illustrative": cohort.synthetic,
+        "illustrative_note": ILLUSTRATIVE_NOTE if cohort.synthetic else None,
+        "status": {
+            "complete": complete,
+            "runs_total": len(specs),
+            "runs_done": len(outcome.results),
+            "runs_reused": outcome.reused,
+            "runs_failed": len(outcome.failed),
+        },
+        "models": [canonical(ref) for ref, _ in request.models],
+        "data": {
+            "source": cohort.source,
+            "modality": cohort.modality,
+            "manifest_hash": cohort.manifest_hash(),
+            "synthetic": cohort.synthetic,
+            "n_cases": len(cohort.cases),
+            "n_patients": int(len(np.unique(cohort.patients))),
+            "image_size": cohort.image_size,
+            "splits": _split_counts(cohort, split),
+            "excluded": dict(cohort.excluded),
+        },
+        "protocol": {
+            "levels": list(settings.levels),
+            "folds": settings.folds,
+            "seed": settings.seed,
+            "val_fraction": settings.val_fraction,
+            "test_fraction": settings.test_fraction,
+            "train": canonical(settings.train),
+            "confounders": [
+                {
+                    "name": name,
+                    "category": conf.category,
+                    "kind": conf.kind,
+                    "description": conf.description,
+                    "params": canonical(params),
+                    "has_clean_test": conf.has_clean_test,
+                }
+                for name, (conf, params) in confounders.items()
+            ],
+        },
+        "thresholds": {
+            "margin": settings.margin,
+            "alpha": settings.alpha,
+            "counted_levels": list(settings.counted_levels) if settings.counted_levels else None,
+            "n_resamples": settings.n_resamples,
+        },
+        "environment": dict(environment),
+        "auc": auc_summary(outcome.results, settings.levels),
+        "runs": [
+            {
+                "key": r.key,
+                "role": r.role,
+                "confounder": r.confounder,
+                "level": r.level,
+                "fold": r.fold,
+                "auc": dict(r.auc),
+                "epochs_run": r.epochs_run,
+                "best_epoch": r.best_epoch,
+                "seconds": r.seconds,
+            }
+            for r in sorted(outcome.results, key=lambda r: (r.confounder, r.level, r.fold, r.role))
+        ],
+        "verdict": verdict,
+    }
+    return _clean(results)
+
+
+def run_audit(request: AuditRequest) -> AuditOutputs:
+    """Plan, run what is missing, analyse and write results.json, report.pdf and junit.xml."""
+    settings = request.settings
+    out_dir = Path(request.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    set_determinism(settings.train.deterministic)
+    device = pick_device(request.device)
+    confounders = resolve_confounders(settings, request.extra_confounders)
+    cohort = request.cohort
+    split = patient_split(
+        cohort.patients,
+        n_folds=settings.folds,
+        val_fraction=settings.val_fraction,
+        test_fraction=settings.test_fraction,
+        seed=settings.seed,
+    )
+    models = [ref for ref, _ in request.models]
+    if len({m.role for m in models}) != len(models):
+        raise UsageError("each model role (user, reference, random-init) may appear only once")
+    specs = build_runs(settings, models, confounders, cohort.manifest_hash(), split)
+    inputs = AuditInputs(
+        cohort=cohort,
+        split=split,
+        confounders=confounders,
+        backbones={ref.role: backbone for ref, backbone in request.models},
+        base_seed=settings.seed,
+    )
+    outcome = execute(specs, inputs, ResultsStore(out_dir), device)
+    results = build_results(
+        request, confounders, split, specs, outcome, environment_fingerprint(device)
+    )
+    validate_results(results)
+    results_path = out_dir / "results.json"
+    atomic_write_text(results_path, json.dumps(results, indent=2, allow_nan=False) + "\n")
+    from audit.report.junit import write_junit
+    from audit.report.render import render_report
+
+    junit_path = write_junit(results, out_dir / "junit.xml")
+    report_path = render_report(results, out_dir / "report.pdf")
+    return AuditOutputs(results, results_path, report_path, junit_path)

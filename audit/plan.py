@@ -1,0 +1,152 @@
+"""The grid of runs and the sample sets of each cell (confounder x level x fold).
+
+Every run spec has a content hash; that hash is the run's identity in the results store, so a
+changed model, data set, parameter or protocol can never reuse a stale result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from audit.config import Settings, TrainSettings
+from audit.confounders import Confounder
+from audit.data.cases import Cohort
+from audit.hashing import content_hash
+from audit.splits import (
+    PatientSplit,
+    SampleSet,
+    clean_set,
+    ood_set,
+    pixel_sets,
+    sampled_ood_set,
+    sampled_set,
+)
+
+PROTOCOL_VERSION = "medaudit-protocol-1"
+ROLES = ("user", "reference", "random-init")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model taking part in the audit, identified by content, never by a path."""
+
+    role: str
+    arch: str
+    sha256: str
+    format: str
+    preprocessing: str
+    display_name: str
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One fine-tuning run. Its hash is its identity; the same spec is never run twice."""
+
+    role: str
+    model_hash: str
+    arch: str
+    data_hash: str
+    split_hash: str
+    confounder: str
+    params: tuple[tuple[str, Any], ...]
+    level: float
+    fold: int
+    seed: int
+    train: TrainSettings
+    protocol: str = PROTOCOL_VERSION
+
+    @property
+    def key(self) -> str:
+        return content_hash(self, length=24)
+
+    @property
+    def cell(self) -> tuple[str, float, int]:
+        return (self.confounder, self.level, self.fold)
+
+
+@dataclass(frozen=True)
+class CellSets:
+    """Train, validation and test sets of one (confounder, level, fold)."""
+
+    train: SampleSet
+    val: SampleSet
+    tests: Mapping[str, SampleSet]
+
+
+def run_seed(base_seed: int, confounder: str, level: float, fold: int) -> int:
+    """One seed per cell, shared by all models so their runs are paired (same data order)."""
+    return int(content_hash([base_seed, confounder, level, fold], length=8), 16) % (2**31)
+
+
+def build_runs(
+    settings: Settings,
+    models: Sequence[ModelRef],
+    confounders: Mapping[str, tuple[Confounder, Mapping[str, Any]]],
+    data_hash: str,
+    split: PatientSplit,
+) -> tuple[RunSpec, ...]:
+    """The full grid, ordered so the runs of one cell follow each other (confound once per cell)."""
+    split_hash = split.content_hash()
+    specs = []
+    for name, (_conf, params) in confounders.items():
+        frozen_params = tuple(sorted(params.items()))
+        for level in settings.levels:
+            for fold in range(len(split.folds)):
+                for model in models:
+                    specs.append(
+                        RunSpec(
+                            role=model.role,
+                            model_hash=model.sha256,
+                            arch=model.arch,
+                            data_hash=data_hash,
+                            split_hash=split_hash,
+                            confounder=name,
+                            params=frozen_params,
+                            level=float(level),
+                            fold=fold,
+                            seed=run_seed(settings.seed, name, level, fold),
+                            train=settings.train,
+                        )
+                    )
+    return tuple(specs)
+
+
+def cell_sets(
+    cohort: Cohort, split: PatientSplit, confounder: Confounder, level: float, fold: int, seed: int
+) -> CellSets:
+    """The study's sets for one cell.
+
+    ``seed`` is the audit's base seed: test sets depend on it and the level only, never on the
+    fold, so per-case scores can be averaged over folds; o.o.d. and clean sets depend on neither.
+    """
+    labels = cohort.labels
+    train_idx, val_idx = split.folds[fold]
+    if confounder.kind == "sampling":
+        values = np.array(
+            [getattr(c, confounder.attribute or "") for c in cohort.cases], dtype=object
+        )
+        known = np.array([v is not None and v != "" for v in values])
+        has = values == confounder.attribute_value
+        fold_rng = np.random.default_rng([seed, int(round(level * 1000)), fold])
+        test_rng = np.random.default_rng([seed, int(round(level * 1000)), 10_000])
+        return CellSets(
+            train=sampled_set(train_idx, labels, has, known, level, "train", fold_rng),
+            val=sampled_set(val_idx, labels, has, known, level, "val", fold_rng),
+            tests={
+                "iid": sampled_set(split.test, labels, has, known, level, "iid", test_rng),
+                "ood": sampled_ood_set(split.test, labels, has, known),
+            },
+        )
+    return CellSets(
+        train=pixel_sets(train_idx, labels, level, "train", seed, fold, 1),
+        val=pixel_sets(val_idx, labels, level, "val", seed, fold, 2),
+        tests={
+            "iid": pixel_sets(split.test, labels, level, "iid", seed, 3),
+            "ood": ood_set(split.test, labels),
+            "clean": clean_set(split.test),
+        },
+    )

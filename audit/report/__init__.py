@@ -1,0 +1,1 @@
+"""Outputs: the PDF report, JUnit XML for CI systems."""

@@ -1,0 +1,169 @@
+"""Execute the missing runs of a plan in this process, confounding each cell once.
+
+Runs of one (confounder, level, fold) follow each other, so the confounded tensors are built once
+and shared by every model; the o.o.d. and clean test sets are built once per confounder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from audit.confounders import Confounder, apply_confounder
+from audit.data.cases import Cohort
+from audit.hashing import canonical, content_hash
+from audit.models.architectures import Backbone
+from audit.plan import RunSpec, cell_sets
+from audit.splits import PatientSplit, SampleSet
+from audit.store import ResultsStore
+from audit.train.engine import CellData, RunResult, fine_tune
+from audit.train.tensors import SetTensors, to_set_tensors
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    """Finished results (reused and new) and the keys of runs that failed."""
+
+    results: list[RunResult] = field(default_factory=list)
+    reused: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AuditInputs:
+    cohort: Cohort
+    split: PatientSplit
+    confounders: Mapping[str, tuple[Confounder, Mapping[str, Any]]]
+    backbones: Mapping[str, Backbone]
+    base_seed: int
+
+
+def set_seed(base_seed: int, confounder: str, sample_set: SampleSet, *salt: Any) -> int:
+    return int(content_hash([base_seed, confounder, sample_set.name, *salt], length=8), 16)
+
+
+class CellBuilder:
+    """Builds device tensors of a cell, keeping level- and fold-independent test sets."""
+
+    def __init__(self, inputs: AuditInputs, input_size: int, device: torch.device) -> None:
+        self.inputs = inputs
+        self.input_size = input_size
+        self.device = device
+        self._shared: dict[tuple[str, str], SetTensors] = {}
+
+    def _tensors(self, name: str, sample_set: SampleSet, seed: int) -> SetTensors:
+        conf, params = self.inputs.confounders[name]
+        cohort = self.inputs.cohort
+        images = cohort.images[sample_set.indices]
+        if conf.kind == "pixel":
+            images = apply_confounder(
+                conf,
+                images,
+                sample_set.confounded,
+                seed=seed,
+                params=params,
+                ids=sample_set.indices,
+            )
+        case_ids = tuple(cohort.cases[i].case_id for i in sample_set.indices)
+        labels = cohort.labels[sample_set.indices]
+        return to_set_tensors(images, labels, case_ids, self.input_size, self.device)
+
+    def build(self, name: str, level: float, fold: int) -> CellData:
+        conf, _ = self.inputs.confounders[name]
+        base = self.inputs.base_seed
+        sets = cell_sets(self.inputs.cohort, self.inputs.split, conf, level, fold, base)
+        tests = {}
+        for test_name, sample_set in sets.tests.items():
+            if test_name == "iid":
+                tests[test_name] = self._tensors(
+                    name, sample_set, set_seed(base, name, sample_set, level)
+                )
+                continue
+            shared_key = (name, test_name)
+            if shared_key not in self._shared:
+                self._shared[shared_key] = self._tensors(
+                    name, sample_set, set_seed(base, name, sample_set)
+                )
+            tests[test_name] = self._shared[shared_key]
+        return CellData(
+            train=self._tensors(name, sets.train, set_seed(base, name, sets.train, level, fold)),
+            val=self._tensors(name, sets.val, set_seed(base, name, sets.val, level, fold)),
+            tests=tests,
+        )
+
+
+def spec_record(spec: RunSpec) -> dict[str, Any]:
+    return {"key": spec.key, **canonical(dataclasses.asdict(spec))}
+
+
+def execute(
+    specs: Sequence[RunSpec],
+    inputs: AuditInputs,
+    store: ResultsStore,
+    device: torch.device,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Outcome:
+    """Run what the store lacks; a failed run is recorded and the audit goes on."""
+    outcome = Outcome()
+    pending = []
+    for spec in specs:
+        done = store.get(spec.key)
+        if done is None:
+            pending.append(spec)
+        else:
+            outcome.results.append(done)
+    outcome.reused = len(outcome.results)
+    if outcome.reused:
+        log.info("%d of %d runs already done", outcome.reused, len(specs))
+    builder = CellBuilder(inputs, specs[0].train.input_size if specs else 224, device)
+    progress = _progress_bar(len(specs), outcome.reused)
+    current_cell, cell_data = None, None
+    for spec in pending:
+        try:
+            if spec.cell != current_cell:
+                current_cell, cell_data = spec.cell, builder.build(*spec.cell)
+            result = fine_tune(spec, inputs.backbones[spec.role], cell_data, device)
+        except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
+            log.error(
+                "run %s (%s, %s, level %s, fold %s) failed: %s",
+                spec.key[:10],
+                spec.role,
+                spec.confounder,
+                spec.level,
+                spec.fold,
+                exc,
+            )
+            outcome.failed.append(spec.key)
+            current_cell = None
+            continue
+        finally:
+            progress.update(1)
+            if on_progress:
+                on_progress(progress.n, len(specs))
+        store.put(result, spec_record(spec))
+        outcome.results.append(result)
+    progress.close()
+    return outcome
+
+
+def _progress_bar(total: int, done: int):  # noqa: ANN202 - tqdm's type is private
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        initial=done,
+        desc="fine-tuning runs",
+        unit="run",
+        file=sys.stderr,
+        disable=not sys.stderr.isatty(),
+        dynamic_ncols=True,
+    )

@@ -1,0 +1,1 @@
+"""The fine-tuning engine: one run spec in, one run result out."""

@@ -1,0 +1,44 @@
+"""Where training runs and how: CUDA with bf16 autocast when present, else the CPU."""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+
+import torch
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; full precision on the CPU, where bf16 is slower on most machines."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def set_determinism(enabled: bool) -> None:
+    """Deterministic kernels and cuDNN settings, so two runs give identical numbers."""
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = not enabled
+
+
+def environment_fingerprint(device: torch.device) -> dict[str, str]:
+    """What a reader needs to know which results are comparable."""
+    info = {
+        "device": device.type,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "threads": str(torch.get_num_threads()),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = str(torch.version.cuda)
+        info["cudnn"] = str(torch.backends.cudnn.version())
+    return info

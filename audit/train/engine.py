@@ -1,0 +1,163 @@
+"""Fine-tune one backbone under one run spec and evaluate it on every test set."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from audit.models.architectures import Backbone
+from audit.plan import RunSpec
+from audit.train.augment import random_affine
+from audit.train.device import autocast
+from audit.train.tensors import SetTensors, normalise
+
+EVAL_BATCH = 256
+
+
+@dataclass(frozen=True, eq=False)
+class CellData:
+    """Tensors of one (confounder, level, fold): built once, shared by every model's run."""
+
+    train: SetTensors
+    val: SetTensors
+    tests: Mapping[str, SetTensors]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished run leaves behind: AUCs and the per-case scores paired statistics need."""
+
+    key: str
+    role: str
+    confounder: str
+    level: float
+    fold: int
+    auc: Mapping[str, float]
+    scores: Mapping[str, tuple[float, ...]]
+    case_ids: Mapping[str, tuple[str, ...]]
+    labels: Mapping[str, tuple[int, ...]]
+    epochs_run: int
+    best_epoch: int
+    best_val_loss: float
+    seconds: float
+    device: str
+
+
+class Classifier(nn.Module):
+    """Backbone features, Dropout, a new single-logit head (equivalent to the study's 2-way softmax)."""
+
+    def __init__(self, backbone: Backbone, dropout: float) -> None:
+        super().__init__()
+        self.backbone = backbone.module
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(backbone.feature_dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.backbone(x))).squeeze(1)
+
+
+def _batches(n: int, size: int, generator: torch.Generator | None) -> list[torch.Tensor]:
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    chunks = list(order.split(size))
+    if len(chunks) > 1 and len(chunks[-1]) < 2:  # BatchNorm cannot train on one sample
+        chunks.pop()
+    return chunks
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, data: SetTensors, scheme: str, device: torch.device) -> torch.Tensor:
+    """Logits for a whole set, in large batches."""
+    model.eval()
+    outputs = []
+    for idx in torch.arange(len(data)).split(EVAL_BATCH):
+        with autocast(device):
+            outputs.append(model(normalise(data.images[idx.to(device)], scheme)).float())
+    return torch.cat(outputs)
+
+
+def _train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: SetTensors,
+    spec: RunSpec,
+    order_gen: torch.Generator,
+    aug_gen: torch.Generator,
+    device: torch.device,
+) -> None:
+    model.train()
+    settings = spec.train
+    for step, idx in enumerate(_batches(len(data), settings.batch_size, order_gen)):
+        if settings.max_steps_per_epoch is not None and step >= settings.max_steps_per_epoch:
+            break
+        idx = idx.to(device)
+        x = normalise(data.images[idx], settings.normalize)
+        if settings.augment:
+            x = random_affine(x, settings, aug_gen)
+        with autocast(device):
+            logits = model(x).float()
+        loss = F.binary_cross_entropy_with_logits(logits, data.labels[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
+def _auc(labels: torch.Tensor, scores: torch.Tensor) -> float:
+    y = labels.cpu().numpy()
+    if len(set(y.tolist())) < 2:
+        return float("nan")
+    return float(roc_auc_score(y, scores.cpu().numpy()))
+
+
+def fine_tune(spec: RunSpec, backbone: Backbone, data: CellData, device: torch.device) -> RunResult:
+    """Train with early stopping on validation loss, keep the best epoch, score every test set."""
+    started = time.perf_counter()
+    settings = spec.train
+    torch.manual_seed(spec.seed)
+    order_gen = torch.Generator().manual_seed(spec.seed)
+    aug_gen = torch.Generator(device=device).manual_seed(spec.seed + 1)
+    model = Classifier(copy.deepcopy(backbone), settings.dropout).to(device)
+    model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+    )
+    best_loss, best_epoch, best_state, epochs_run = float("inf"), 0, None, 0
+    for epoch in range(settings.epochs):
+        _train_epoch(model, optimizer, data.train, spec, order_gen, aug_gen, device)
+        epochs_run = epoch + 1
+        val_logits = predict(model, data.val, settings.normalize, device)
+        val_loss = float(F.binary_cross_entropy_with_logits(val_logits, data.val.labels))
+        if val_loss < best_loss - 1e-6:
+            best_loss, best_epoch = val_loss, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elif epoch - best_epoch >= settings.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    scores, aucs = {}, {}
+    for name, test in data.tests.items():
+        probs = torch.sigmoid(predict(model, test, settings.normalize, device))
+        scores[name] = tuple(round(float(p), 7) for p in probs.cpu())
+        aucs[name] = _auc(test.labels, probs)
+    return RunResult(
+        key=spec.key,
+        role=spec.role,
+        confounder=spec.confounder,
+        level=spec.level,
+        fold=spec.fold,
+        auc=aucs,
+        scores=scores,
+        case_ids={n: t.case_ids for n, t in data.tests.items()},
+        labels={n: tuple(int(v) for v in t.labels.cpu().tolist()) for n, t in data.tests.items()},
+        epochs_run=epochs_run,
+        best_epoch=best_epoch + 1,
+        best_val_loss=best_loss,
+        seconds=round(time.perf_counter() - started, 3),
+        device=device.type,
+    )
