@@ -266,7 +266,7 @@ def _blobs(size, pose, cu, cv, sigma, amp) -> np.ndarray:
     for i, c in enumerate(classes):
         members = width_class == c
         width = 1.2 ** float(c)
-        out += _splat(size, px[members], py[members], weight[members] / (2 * np.pi * width**2))
+        out += _splat(size, px[members], py[members], weight[members])
         narrower = 1.2 ** float(classes[i + 1]) if i + 1 < len(classes) else 0.0
         out = gaussian_filter(out, math.sqrt(width**2 - narrower**2))
     return out
@@ -540,16 +540,16 @@ def _cxr_vessels(anatomy: CxrAnatomy, pose: _Pose, size: int, u, v):
     hila = np.zeros_like(u)
     for side in (-1, 1):
         hilum_u, hilum_v = _cxr_hilum(anatomy, side)
-        hila += np.exp(((u - hilum_u) ** 2 + (v - hilum_v) ** 2) * (-0.5 / 0.05**2))
+        hila += np.exp(((u - hilum_u) ** 2 + (v - hilum_v) ** 2) * (-0.5 / 0.06**2))
         angles = np.linspace(-1.3, 1.4, n_rays) + rng.normal(0, 0.1, n_rays)
         direction = angles[:, None] + np.cumsum(rng.normal(0, 0.05, (n_rays, steps.size)), 1)
         reach = rng.uniform(0.7, 1.0, (n_rays, 1)) * steps
         cu += [hilum_u + side * np.cos(direction) * reach * anatomy.lung_half_width * 1.5]
         cv += [hilum_v + np.sin(direction) * reach * anatomy.lung_half_height]
-        sig += [np.broadcast_to(0.02 * (1.0 - 0.55 * steps), reach.shape)]
-        amp += [np.broadcast_to(0.08 * (1.0 - 0.7 * steps), reach.shape)]
+        sig += [np.broadcast_to(0.018 * (1.0 - 0.5 * steps), reach.shape)]
+        amp += [np.broadcast_to(0.045 * (1.0 - 0.6 * steps), reach.shape)]
     flat = [np.concatenate([np.ravel(p) for p in parts]) for parts in (cu, cv, sig, amp)]
-    return _blobs(size, pose, *flat) + 0.08 * hila
+    return _blobs(size, pose, *flat) + 0.07 * hila
 
 
 def _cxr_lesion_image(anatomy: CxrAnatomy, lesion: Lesion, u, v):
@@ -718,7 +718,7 @@ def _paint(hu, mask, value):
 
 def _ct_bones(anatomy: CtAnatomy, u, v, hu):
     """Vertebra (cortex ring, cancellous core, canal, spinous process), aorta, ribs, sternum."""
-    sy = anatomy.body_centre_y + anatomy.body_half_height * 0.55 + anatomy.spine_y
+    sy = anatomy.body_centre_y + anatomy.body_half_height * 0.42 + anatomy.spine_y
     aorta = _soft_ellipse(u, v, 0.13, sy - 0.06, 0.065, 0.065, 0.01)
     hu = _paint(hu, aorta, _HU_SOFT + 10.0)
     vertebra = _soft_ellipse(u, v, 0.0, sy - 0.02, 0.11, 0.09, 0.01)
@@ -727,7 +727,7 @@ def _ct_bones(anatomy: CtAnatomy, u, v, hu):
     arch = _soft_ellipse(u, v, 0.0, sy + 0.13, 0.1, 0.06, 0.01)
     hu = _paint(hu, arch * _sigmoid((sy + 0.1 - v) / 0.01 + 3), _HU_CORTEX * 0.8)
     hu = _paint(hu, _soft_ellipse(u, v, 0.0, sy + 0.12, 0.04, 0.035, 0.008), 15.0)
-    spinous = _soft_ellipse(u, v, 0.0, sy + 0.22, 0.025, 0.07, 0.008)
+    spinous = _soft_ellipse(u, v, 0.0, sy + 0.2, 0.022, 0.05, 0.008)
     hu = _paint(hu, spinous, _HU_CORTEX * 0.8)
     sternum = _soft_ellipse(u, v, 0.0, anatomy.body_centre_y - anatomy.body_half_height
                             + anatomy.fat + 0.05, 0.07, 0.03, 0.008)

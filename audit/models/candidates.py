@@ -33,6 +33,7 @@ class Candidate:
     arch: str
     family: str
     build: Callable[[Mapping[str, torch.Tensor]], Built]  # the checkpoint is a hint (widths)
+    uses_hint: bool = False  # True when the shapes depend on the checkpoint (tiny-resnet's width)
 
 
 # A family is checked only when a checkpoint has all its marker keys; the label lists what was.
@@ -65,7 +66,7 @@ def all_candidates() -> list[Candidate]:
     """Every built-in architecture, in the order recognition reports them."""
     found = [Candidate(name, family_of(name), _torchvision(name)) for name in TORCHVISION_ARCHS]
     found.append(Candidate(KERAS_ARCH, "resnet", _keras_resnet50))
-    found.append(Candidate("tiny-resnet", "tiny", _tiny_resnet))
+    found.append(Candidate("tiny-resnet", "tiny", _tiny_resnet, uses_hint=True))
     return found
 
 

@@ -9,7 +9,8 @@ fits, the closest misfits are reported, so a user can tell a wrong `--arch` from
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+import functools
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +30,15 @@ from audit.models.state_dicts import StateDict, View, views
 
 Shape = tuple[int, ...]
 _COUNTER = "num_batches_tracked"  # absent from pre-0.4 checkpoints; filled with 0 when missing
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What recognition compares: the backbone's key shapes, the head's keys, the first conv."""
+
+    shapes: Mapping[str, Shape]
+    head_keys: frozenset[str]
+    first_conv: str | None
 
 
 @dataclass(frozen=True)
@@ -98,13 +108,10 @@ def recognise(
     checkpoint's own metadata gives (timm's `args.model`), tried through timm when it is installed.
     """
     forced = [resolve_arch(arch)] if arch is not None else None
-    built: dict[str, Built] = {}
     fits: list[Fit] = []
     for view in views(state_dict):
         for candidate in forced or _plausible(view.state_dict, hints):
-            if candidate.arch not in built:
-                built[candidate.arch] = build_on_meta(candidate, view.state_dict)
-            fit = compare(candidate, built[candidate.arch], view)
+            fit = compare(candidate, signature(candidate, view.state_dict), view)
             if fit.ok:
                 return _recognised(fit)
             fits.append(fit)
@@ -132,6 +139,26 @@ def build_on_meta(candidate: Candidate, hint: StateDict) -> Built:
         return candidate.build(hint)
 
 
+def signature(candidate: Candidate, hint: StateDict) -> Signature:
+    if candidate.uses_hint or candidate.family == "timm":
+        return _signature_of(build_on_meta(candidate, hint))
+    return _builtin_signature(candidate.arch)
+
+
+@functools.cache
+def _builtin_signature(arch: str) -> Signature:
+    """Memoised per process: an architecture's names and shapes never change, and building a
+    family's eight EfficientNets on meta for every file would cost seconds."""
+    candidate = next(c for c in all_candidates() if c.arch == arch)
+    return _signature_of(build_on_meta(candidate, {}))
+
+
+def _signature_of(built: Built) -> Signature:
+    module = built.backbone.module
+    shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    return Signature(shapes, built.head_keys, first_conv_key(module))
+
+
 def first_conv_key(module: nn.Module) -> str | None:
     """The first 3-channel convolution in definition order: the one a grayscale model changes."""
     for name, sub in module.named_modules():
@@ -140,10 +167,9 @@ def first_conv_key(module: nn.Module) -> str | None:
     return None
 
 
-def compare(candidate: Candidate, built: Built, view: View) -> Fit:
-    expected = {k: tuple(v.shape) for k, v in built.backbone.module.state_dict().items()}
-    head_modules = {k.rsplit(".", 1)[0] for k in built.head_keys}
-    first = first_conv_key(built.backbone.module)
+def compare(candidate: Candidate, sig: Signature, view: View) -> Fit:
+    expected, first = sig.shapes, sig.first_conv
+    head_modules = {k.rsplit(".", 1)[0] for k in sig.head_keys}
     missing = tuple(k for k in expected if k not in view.state_dict and _COUNTER not in k)
     unexpected: list[str] = []
     mismatched: list[tuple[str, Shape, Shape]] = []
@@ -155,7 +181,7 @@ def compare(candidate: Candidate, built: Built, view: View) -> Fit:
                 gray = True
             elif found != expected[key]:
                 mismatched.append((key, found, expected[key]))
-        elif key in built.head_keys or any(key.startswith(m + ".") for m in head_modules):
+        elif key in sig.head_keys or any(key.startswith(m + ".") for m in head_modules):
             had_head = True
         else:
             unexpected.append(key)
@@ -214,10 +240,10 @@ def _no_fit(state_dict: StateDict, arch: str | None, fits: list[Fit], source: st
             f"e.g. {sample}); checked {checked}; pass --arch NAME ({names}, or "
             f"{TIMM_PREFIX}NAME with timm installed)"
         )
-    ranked = sorted(fits, key=lambda f: f.problems)
-    closest = "; ".join(
-        f"{f.candidate.arch}: {f.describe()}" for f in _distinct(ranked)[:2]
-    )
+    ranked = _distinct(sorted(fits, key=lambda f: f.problems))
+    closest = f"{ranked[0].candidate.arch}: {ranked[0].describe()}"
+    if len(ranked) > 1:
+        closest += f"; next {ranked[1].candidate.arch} ({ranked[1].problems} differences)"
     return UsageError(
         f"could not recognise the architecture of {source}: no candidate fits exactly; closest "
         f"{closest}; check the file is complete, or pass --arch NAME ({names})"

@@ -32,7 +32,7 @@ _MAX_DEPTH = 4
 _MAX_SET_ASIDE = 8  # keys outside a wrapper prefix, taken as a head (e.g. backbone.* + fc.*)
 # torchvision's pre-0.3 DenseNet keys (`norm.1.weight`), renamed as torchvision's own loader does.
 _OLD_DENSENET_KEY = re.compile(
-    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
 )
 
 

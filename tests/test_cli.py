@@ -1,0 +1,118 @@
+"""The command line's contract: exit codes and one-line errors, never a bare traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from audit import cli, commands
+from audit.errors import UsageError
+
+
+def run_main(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_help_lists_every_subcommand(capsys) -> None:
+    code, out, _ = run_main(["--help"], capsys)
+    assert code == 0
+    for name in ("check", "demo", "report", "inspect", "probe", "reference"):
+        assert name in out
+    assert "exit codes" in out
+
+
+@pytest.mark.parametrize("sub", ["check", "demo", "report", "inspect", "probe", "reference"])
+def test_each_subcommand_has_help(sub, capsys) -> None:
+    code, out, _ = run_main([sub, "--help"], capsys)
+    assert code == 0 and "usage: medaudit" in out
+
+
+def test_missing_arguments_exit_2(capsys) -> None:
+    code, _, err = run_main(["check", "model.pt"], capsys)
+    assert code == 2
+    assert "required" in err
+
+
+def test_unfinished_subcommand_says_so_and_exits_2(capsys) -> None:
+    code, _, err = run_main(["probe", "model.onnx"], capsys)
+    assert code == 2
+    assert "not built yet" in err
+    assert "Traceback" not in err
+
+
+def test_usage_error_is_one_line_exit_2(monkeypatch, capsys) -> None:
+    def bad(args):
+        raise UsageError("levels must be fractions")
+
+    monkeypatch.setattr(commands, "run_demo", bad)
+    code, _, err = run_main(["demo"], capsys)
+    assert code == 2
+    assert err.strip() == "medaudit: error: levels must be fractions"
+
+
+def test_internal_error_exits_4_without_traceback(monkeypatch, capsys) -> None:
+    def crash(args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(commands, "run_demo", crash)
+    code, _, err = run_main(["demo"], capsys)
+    assert code == 4
+    assert "internal error (RuntimeError): boom" in err
+    assert "Traceback" not in err
+
+
+def test_debug_shows_the_traceback(monkeypatch, capsys) -> None:
+    def crash(args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(commands, "run_demo", crash)
+    code, _, err = run_main(["--debug", "demo"], capsys)
+    assert code == 4
+    assert "Traceback" in err
+
+
+def test_bad_param_syntax_is_a_usage_error(capsys, tmp_path) -> None:
+    code, _, err = run_main(
+        ["check", str(tmp_path / "m.pt"), "--modality", "cxr", "--synthetic",
+         "--reference", str(tmp_path / "r.pt"), "--param", "font_size=3"],
+        capsys,
+    )
+    assert code == 2
+    assert "CONFOUNDER.NAME=VALUE" in err
+
+
+def test_real_data_path_is_reported_as_not_built(capsys, tmp_path) -> None:
+    code, _, err = run_main(
+        ["check", str(tmp_path / "m.pt"), "--modality", "cxr", "--data", str(tmp_path),
+         "--reference", str(tmp_path / "r.pt")],
+        capsys,
+    )
+    assert code == 2
+    assert "--synthetic" in err
+
+
+def test_report_on_a_missing_file_exits_2(capsys, tmp_path) -> None:
+    code, _, err = run_main(["report", str(tmp_path / "results.json")], capsys)
+    assert code == 2 and "not found" in err
+
+
+def test_console_script_help_runs_in_a_fresh_process() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "audit", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0
+    assert "medaudit" in done.stdout
+
+
+def test_help_does_not_import_heavy_libraries() -> None:
+    code = (
+        "import sys; from audit import cli; cli.build_parser(); "
+        "heavy = [m for m in ('torch', 'weasyprint', 'pydicom', 'onnxruntime', 'ray') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == ""

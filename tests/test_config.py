@@ -1,0 +1,79 @@
+"""Settings: defaults, then the config file, then flags; bad values named in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from audit.config import STUDY_LEVELS, Settings, build_settings, find_config_file, read_config_table
+from audit.errors import UsageError
+
+
+def test_defaults_are_the_study_protocol() -> None:
+    settings = Settings()
+    assert settings.levels == STUDY_LEVELS
+    assert settings.folds == 5
+    assert settings.train.dropout == 0.5
+    assert settings.train.rotation_deg == 10.0 and settings.train.zoom_fraction == 0.1
+
+
+def test_flags_override_the_file_which_overrides_defaults() -> None:
+    file_values = {"folds": 3, "margin": 0.1, "train": {"epochs": 7, "lr": 1e-4}}
+    flags = {"folds": 2, "margin": None, "train": {"epochs": 4}}
+    settings = build_settings(file_values, flags)
+    assert settings.folds == 2
+    assert settings.margin == 0.1
+    assert settings.train.epochs == 4
+    assert settings.train.lr == 1e-4
+
+
+def test_confounder_params_merge_per_key() -> None:
+    settings = build_settings(
+        {"confounder_params": {"tag": {"font_size": 48, "text": "L"}}},
+        {"confounder_params": {"tag": {"font_size": 32}}},
+    )
+    assert settings.confounder_params["tag"] == {"font_size": 32, "text": "L"}
+
+
+def test_unknown_setting_is_named_with_the_accepted_ones() -> None:
+    with pytest.raises(UsageError, match=r"unknown setting 'fold'.*accepted:.*folds"):
+        build_settings({"fold": 3})
+
+
+def test_wrong_type_is_named() -> None:
+    with pytest.raises(UsageError, match="'folds' must be int"):
+        build_settings({"folds": "five"})
+
+
+def test_counted_levels_must_be_among_levels() -> None:
+    with pytest.raises(UsageError, match="counted_levels"):
+        build_settings({"levels": [0, 0.5], "counted_levels": [0.8]})
+
+
+def test_bad_normalisation_lists_the_accepted_ones() -> None:
+    with pytest.raises(UsageError, match="imagenet, radimagenet, none"):
+        build_settings({"train": {"normalize": "zscore"}})
+
+
+def test_pyproject_tool_table_is_found_and_read(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool.medaudit]\nfolds = 3\nlevels = [0, 1]\n')
+    nested = tmp_path / "a" / "b"
+    nested.mkdir(parents=True)
+    found = find_config_file(nested)
+    assert found == tmp_path / "pyproject.toml"
+    settings = build_settings(read_config_table(found))
+    assert settings.folds == 3 and settings.levels == (0.0, 1.0)
+
+
+def test_medaudit_toml_wins_over_pyproject(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[tool.medaudit]\nfolds = 3\n")
+    (tmp_path / "medaudit.toml").write_text("folds = 4\n")
+    assert read_config_table(find_config_file(tmp_path))["folds"] == 4
+
+
+def test_broken_toml_is_a_usage_error(tmp_path: Path) -> None:
+    path = tmp_path / "medaudit.toml"
+    path.write_text("folds = = 3\n")
+    with pytest.raises(UsageError, match="not valid TOML"):
+        read_config_table(path)
