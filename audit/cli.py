@@ -105,9 +105,10 @@ def _protocol_options(parser: argparse.ArgumentParser) -> None:
     )
     proto.add_argument(
         "--normalize",
-        choices=["imagenet", "radimagenet", "none"],
+        choices=["auto", "imagenet", "radimagenet", "none"],
         default=None,
-        help="input normalisation, recorded in the results (default imagenet)",
+        help="input normalisation, recorded per run (default auto: what each model's "
+        "pretraining used)",
     )
     proto.add_argument(
         "--with-random-init",

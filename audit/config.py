@@ -18,7 +18,8 @@ from typing import Any
 from audit.errors import UsageError
 
 STUDY_LEVELS = (0.0, 0.1, 0.2, 0.5, 0.8, 1.0)
-NORMALIZATIONS = ("imagenet", "radimagenet", "none")
+NORMALIZATIONS = ("auto", "imagenet", "radimagenet", "none")
+INPUT_SCHEMES = ("imagenet", "radimagenet", "none")
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class TrainSettings:
     patience: int = 5
     dropout: float = 0.5
     input_size: int = 224
-    normalize: str = "imagenet"
+    normalize: str = "auto"  # auto: each model gets the preprocessing its pretraining used
     augment: bool = True
     rotation_deg: float = 10.0
     shift_fraction: float = 0.1

@@ -6,13 +6,14 @@ changed model, data set, parameter or protocol can never reuse a stale result.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from audit.config import Settings, TrainSettings
+from audit.config import INPUT_SCHEMES, Settings, TrainSettings
 from audit.confounders import Confounder
 from audit.data.cases import Cohort
 from audit.hashing import content_hash
@@ -82,6 +83,14 @@ def run_seed(base_seed: int, confounder: str, level: float, fold: int) -> int:
     return int(content_hash([base_seed, confounder, level, fold], length=8), 16) % (2**31)
 
 
+def effective_train(train: TrainSettings, model: ModelRef) -> TrainSettings:
+    """Resolve ``normalize="auto"`` to the model's own preprocessing, recorded in the spec."""
+    if train.normalize != "auto":
+        return train
+    scheme = model.preprocessing if model.preprocessing in INPUT_SCHEMES else "imagenet"
+    return dataclasses.replace(train, normalize=scheme)
+
+
 def build_runs(
     settings: Settings,
     models: Sequence[ModelRef],
@@ -109,7 +118,7 @@ def build_runs(
                             level=float(level),
                             fold=fold,
                             seed=run_seed(settings.seed, name, level, fold),
-                            train=settings.train,
+                            train=effective_train(settings.train, model),
                         )
                     )
     return tuple(specs)

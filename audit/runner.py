@@ -147,12 +147,20 @@ def execute(
             continue
         finally:
             progress.update(1)
+            _log_progress(progress.n, len(specs), progress.disable)
             if on_progress:
                 on_progress(progress.n, len(specs))
         store.put(result, spec_record(spec))
         outcome.results.append(result)
     progress.close()
     return outcome
+
+
+def _log_progress(done: int, total: int, bar_hidden: bool) -> None:
+    """Without a terminal (CI logs) report progress at every tenth of the runs instead of a bar."""
+    step = max(1, total // 10)
+    if bar_hidden and (done % step == 0 or done == total):
+        log.info("%d of %d runs done", done, total)
 
 
 def _progress_bar(total: int, done: int):  # noqa: ANN202 - tqdm's type is private

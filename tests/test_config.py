@@ -52,7 +52,7 @@ def test_counted_levels_must_be_among_levels() -> None:
 
 
 def test_bad_normalisation_lists_the_accepted_ones() -> None:
-    with pytest.raises(UsageError, match="imagenet, radimagenet, none"):
+    with pytest.raises(UsageError, match="auto, imagenet, radimagenet, none"):
         build_settings({"train": {"normalize": "zscore"}})
 
 

@@ -72,7 +72,11 @@ def test_plain_resnet50_state_dict_loads_exactly(tmp_path: Path) -> None:
     path = tmp_path / "resnet50.pt"
     torch.save(model.state_dict(), path)
     loaded = load_model(path)
-    assert (loaded.arch, loaded.format, loaded.preprocessing) == ("resnet50", "state_dict", "imagenet")
+    assert (loaded.arch, loaded.format, loaded.preprocessing) == (
+        "resnet50",
+        "state_dict",
+        "imagenet",
+    )
     assert loaded.had_classifier and loaded.in_channels == 3
     assert loaded.backbone.feature_dim == 2048
     assert loaded.sha256 == file_sha256(str(path))
@@ -163,7 +167,9 @@ def test_numpy_1_scalar_spelling_is_admitted(tmp_path: Path, tiny: nn.Module) ->
     torch.save(checkpoint, path, _use_new_zipfile_serialization=False)
     data = path.read_bytes()
     assert b"numpy._core.multiarray\nscalar" in data
-    path.write_bytes(data.replace(b"numpy._core.multiarray\nscalar", b"numpy.core.multiarray\nscalar"))
+    path.write_bytes(
+        data.replace(b"numpy._core.multiarray\nscalar", b"numpy.core.multiarray\nscalar")
+    )
     assert sniff_format(path) == formats.TORCH_LEGACY
     assert_same_weights(load_model(path).backbone.module, tiny.state_dict())
 
@@ -321,7 +327,11 @@ def test_each_torchvision_architecture_is_recognised_from_keys_and_shapes(name: 
 
 @pytest.mark.parametrize(
     ("name", "head"),
-    [("efficientnet_b1", "classifier.1."), ("convnext_tiny", "classifier.2."), ("vit_b_16", "heads.")],
+    [
+        ("efficientnet_b1", "classifier.1."),
+        ("convnext_tiny", "classifier.2."),
+        ("vit_b_16", "heads."),
+    ],
 )
 def test_architectures_are_recognised_without_their_classifier(name: str, head: str) -> None:
     found = recognise(backbone_part(meta_state_dict(name), head))
@@ -341,21 +351,23 @@ def test_old_densenet_key_names_are_recognised() -> None:
 
 
 def test_grayscale_first_conv_keeps_its_weights_and_accepts_three_channels(
-    tmp_path: Path, resnet18
+    tmp_path: Path,
 ) -> None:
-    gray = models.resnet18(weights=None)
+    gray = models.resnet18(weights=None)  # default init keeps activations small enough to compare
     gray.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
-    gray.load_state_dict({**resnet18.state_dict(), "conv1.weight": torch.randn(64, 1, 7, 7)})
     torch.save(gray.state_dict(), tmp_path / "gray.pt")
     loaded = load_model(tmp_path / "gray.pt")
     assert loaded.arch == "resnet18" and loaded.in_channels == 1
+    assert any("one-channel" in note for note in loaded.notes)
     assert_same_weights(loaded.backbone.module, backbone_part(gray.state_dict(), "fc."))
     gray.fc = nn.Identity()
     image = torch.randn(2, 1, 64, 64)
-    expected = gray.eval()(image)
-    backbone = loaded.backbone.module.eval()
-    torch.testing.assert_close(backbone(image.repeat(1, 3, 1, 1)), expected)
-    torch.testing.assert_close(backbone(image), expected)
+    with torch.no_grad():
+        expected = gray.eval()(image)
+        backbone = loaded.backbone.module.eval()
+        from_rgb, from_gray = backbone(image.repeat(1, 3, 1, 1)), backbone(image)
+    torch.testing.assert_close(from_rgb, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(from_gray, expected)
 
 
 def test_arch_override_is_used_and_misfits_name_the_keys(tmp_path: Path, tiny) -> None:
@@ -381,3 +393,19 @@ def test_shape_mismatch_reports_the_closest_architecture_and_key() -> None:
     broken["layer1.0.conv2.weight"] = torch.empty(64, 32, 3, 3, device="meta")
     with pytest.raises(UsageError, match=r"closest resnet18: layer1\.0\.conv2\.weight has shape"):
         recognise(broken)
+
+
+def test_timm_model_is_found_from_its_args_or_from_arch(tmp_path: Path) -> None:
+    timm = pytest.importorskip("timm")
+    model = randomised(timm.create_model("test_resnet"))
+    torch.save(
+        {"state_dict": model.state_dict(), "args": argparse.Namespace(model="test_resnet")},
+        tmp_path / "a.pth",
+    )
+    torch.save(model.state_dict(), tmp_path / "b.pth")
+    by_args = load_model(tmp_path / "a.pth")
+    by_flag = load_model(tmp_path / "b.pth", arch="timm:test_resnet")
+    for loaded in (by_args, by_flag):
+        assert loaded.arch == "timm:test_resnet" and loaded.had_classifier
+        head = model.default_cfg["classifier"] + "."
+        assert_same_weights(loaded.backbone.module, backbone_part(model.state_dict(), head))

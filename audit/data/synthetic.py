@@ -349,7 +349,7 @@ class Lesion:
 def draw_cxr_anatomy(rng: np.random.Generator, sex: str) -> CxrAnatomy:
     """A plausible chest; females slightly smaller lungs and heart and carry breast shadows."""
     f = sex == "F"
-    size = (0.94 if f else 1.0) * rng.normal(1.0, 0.05)
+    size = (0.96 if f else 1.0) * rng.normal(1.0, 0.05)
     return CxrAnatomy(
         sex=sex,
         lung_half_width=0.31 * size * rng.normal(1.0, 0.04),
@@ -358,15 +358,15 @@ def draw_cxr_anatomy(rng: np.random.Generator, sex: str) -> CxrAnatomy:
         lung_centre_y=rng.normal(-0.1, 0.04),
         dome_height=rng.uniform(0.08, 0.16),
         right_dome_raise=rng.uniform(0.0, 0.07),
-        heart_half_width=0.32 * (0.94 if f else 1.0) * rng.normal(1.0, 0.07),
-        heart_half_height=0.25 * (0.94 if f else 1.0) * rng.normal(1.0, 0.07),
+        heart_half_width=0.32 * (0.96 if f else 1.0) * rng.normal(1.0, 0.07),
+        heart_half_height=0.25 * (0.96 if f else 1.0) * rng.normal(1.0, 0.07),
         heart_x=rng.normal(0.1, 0.025),
-        body_half_width=(0.84 if f else 0.88) * rng.normal(1.0, 0.03),
+        body_half_width=(0.86 if f else 0.88) * rng.normal(1.0, 0.03),
         rotation=rng.normal(0.0, np.deg2rad(2.0)),
         density=rng.normal(0.0, 0.04),
         rib_spacing=rng.uniform(0.15, 0.19),
         rib_phase=rng.uniform(0.0, 1.0),
-        breast=rng.uniform(0.05, 0.12) if f else 0.0,
+        breast=rng.uniform(0.0, 0.07) if f else 0.0,
         vessel_seed=int(rng.integers(2**31)),
     )
 
@@ -415,8 +415,8 @@ def draw_cxr_lesion(rng: np.random.Generator, anatomy: CxrAnatomy) -> Lesion:
     nodule = rng.uniform() < 0.5
     return Lesion(
         side=side, u=pu, v=pv,
-        radius=rng.uniform(0.035, 0.07) if nodule else rng.uniform(0.06, 0.13),
-        strength=rng.uniform(0.06, 0.2) if nodule else rng.uniform(0.05, 0.13),
+        radius=rng.uniform(0.05, 0.1) if nodule else rng.uniform(0.1, 0.2),
+        strength=rng.uniform(0.07, 0.2) if nodule else rng.uniform(0.06, 0.14),
         sharpness=rng.uniform(4.0, 7.0) if nodule else rng.uniform(1.6, 2.6),
         aspect=rng.uniform(0.8, 1.25),
         angle=rng.uniform(0.0, np.pi),
@@ -591,7 +591,7 @@ class CtAnatomy:
 def draw_ct_anatomy(rng: np.random.Generator, sex: str) -> CtAnatomy:
     """A plausible chest section; females slightly smaller, with a thicker fat layer."""
     f = sex == "F"
-    size = (0.95 if f else 1.0) * rng.normal(1.0, 0.04)
+    size = (0.97 if f else 1.0) * rng.normal(1.0, 0.04)
     body_w = 0.84 * size * rng.normal(1.0, 0.03)
     body_h = 0.56 * size * rng.normal(1.0, 0.04)
     return CtAnatomy(
@@ -599,7 +599,7 @@ def draw_ct_anatomy(rng: np.random.Generator, sex: str) -> CtAnatomy:
         body_half_width=body_w,
         body_half_height=body_h,
         body_centre_y=rng.normal(0.02, 0.02),
-        fat=rng.uniform(0.05, 0.09) if f else rng.uniform(0.03, 0.06),
+        fat=rng.uniform(0.04, 0.08) if f else rng.uniform(0.03, 0.065),
         lung_half_width=0.27 * size * rng.normal(1.0, 0.04),
         lung_half_height=0.37 * size * rng.normal(1.0, 0.04),
         lung_gap=0.36 * size * rng.normal(1.0, 0.03),
@@ -638,7 +638,7 @@ def draw_ct_lesion(rng: np.random.Generator, anatomy: CtAnatomy) -> Lesion:
             break
     return Lesion(
         side=side, u=pu, v=pv,
-        radius=float(np.exp(rng.uniform(np.log(0.022), np.log(0.07)))),
+        radius=float(np.exp(rng.uniform(np.log(0.04), np.log(0.11)))),
         strength=rng.uniform(0.0, 100.0),
         sharpness=rng.uniform(2.5, 6.0),
         aspect=rng.uniform(0.85, 1.2),
@@ -670,7 +670,7 @@ def render_ct_slice(
     vessel_rng = np.random.default_rng(rng.integers(2**31))
     noise = rng.standard_normal((size, size), dtype=np.float32)
     noise_hu = rng.uniform(12.0, 30.0)
-    cut = rng.uniform(0.0, 0.75)  # how far from the nodule's centre the slice passes
+    cut = rng.uniform(0.0, 0.6)  # how far from the nodule's centre the slice passes
     if finding and lesion is None:
         lesion = draw_ct_lesion(rng, anatomy)
 

@@ -70,10 +70,19 @@ TORCHVISION_ARCHS = (
 )  # fmt: skip
 
 
+def _keras_resnet50() -> Backbone:
+    """The Keras-equivalent ResNet50 that the RadImageNet port's weights need (radimagenet.py)."""
+    from audit.models.radimagenet import KERAS_ARCH, KerasResNet50
+
+    module = KerasResNet50()
+    return Backbone(module, module.feature_dim, KERAS_ARCH)
+
+
 def architecture_builders() -> dict[str, Callable[[], Backbone]]:
     """Name -> zero-argument builder with random weights."""
     builders: dict[str, Callable[[], Backbone]] = {"tiny-resnet": _tiny_cnn}
     builders.update({name: _torchvision(name) for name in TORCHVISION_ARCHS})
+    builders["keras-resnet50"] = _keras_resnet50
     return builders
 
 

@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from audit.errors import UsageError
 from audit.models.architectures import TORCHVISION_ARCHS, Backbone, strip_classifier
@@ -99,7 +98,9 @@ def _torchvision(name: str) -> Callable[[Mapping[str, torch.Tensor]], Built]:
 def _keras_resnet50(_hint: Mapping[str, torch.Tensor]) -> Built:
     module = KerasResNet50()
     # The port has no top; a fine-tuned copy would name its head as torchvision does.
-    return Built(Backbone(module, module.feature_dim, KERAS_ARCH), frozenset({"fc.weight", "fc.bias"}))
+    return Built(
+        Backbone(module, module.feature_dim, KERAS_ARCH), frozenset({"fc.weight", "fc.bias"})
+    )
 
 
 def _tiny_resnet(hint: Mapping[str, torch.Tensor]) -> Built:

@@ -61,7 +61,7 @@ def _read_torch(path: Path, container: str, trust_pickle: bool) -> Weights:
             raise
         obj = load_trusted_pickle(path)
         notes.append("loaded by full unpickling (--trust-pickle)")
-    kind = "pickled-module" if isinstance(obj, nn.Module) else "state_dict"
+    kind = "pickled-module" if _holds_module(obj) else "state_dict"
     state_dict, found_notes = extract_state_dict(obj)
     if not state_dict:
         raise UsageError(
@@ -78,7 +78,9 @@ def _read_safetensors(path: Path) -> Weights:
     try:
         return Weights(dict(load_file(str(path), device="cpu")), "safetensors")
     except (SafetensorError, OSError) as error:
-        raise UsageError(f"cannot read {path} as safetensors (truncated or damaged?): {error}") from None
+        raise UsageError(
+            f"cannot read {path} as safetensors (truncated or damaged?): {error}"
+        ) from None
 
 
 def _read_torchscript(path: Path, trust_code: bool) -> Weights:
@@ -130,6 +132,13 @@ def _arch_hints(obj: Any) -> tuple[str, ...]:
     args = obj.get("args")
     name = getattr(args, "model", None) if isinstance(args, argparse.Namespace) else None
     return (name,) if isinstance(name, str) else ()
+
+
+def _holds_module(obj: Any) -> bool:
+    """A whole model, at the top or as a value (`{'model': model, 'epoch': 3}`)."""
+    if isinstance(obj, Mapping):
+        return any(isinstance(v, nn.Module) for v in obj.values())
+    return isinstance(obj, nn.Module)
 
 
 def _describe(obj: Any) -> str:

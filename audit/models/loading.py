@@ -108,4 +108,3 @@ def _dtype_notes(found: Recognised) -> tuple[str, ...]:
         if v.is_floating_point() and v.dtype != torch.float32
     }
     return (f"converted {', '.join(sorted(dtypes))} weights to float32",) if dtypes else ()
-

@@ -192,8 +192,10 @@ def compare(candidate: Candidate, sig: Signature, view: View) -> Fit:
 
 
 def _is_gray_version(found: Shape, expected: Shape) -> bool:
-    return len(found) == 4 and found[1] == 1 and expected[1] == 3 and (
-        found[0], *found[2:]) == (expected[0], *expected[2:])  # fmt: skip
+    """The architecture's first convolution, saved for one input channel instead of three."""
+    if len(found) != 4 or found[1] != 1 or expected[1] != 3:
+        return False
+    return (found[0], *found[2:]) == (expected[0], *expected[2:])
 
 
 def _plausible(state_dict: StateDict, hints: Iterable[str]) -> list[Candidate]:

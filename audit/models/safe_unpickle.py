@@ -28,7 +28,12 @@ from audit.models.formats import TORCH_ZIP
 TRUST_PICKLE_FLAG = "--trust-pickle"
 
 # Module prefixes that mark a whole pickled model rather than a dict of weights.
-_MODULE_PREFIXES = ("torch.nn.modules.", "torchvision.models.", "timm.models.", "torch.nn.parallel.")
+_MODULE_PREFIXES = (
+    "torch.nn.modules.",
+    "torchvision.models.",
+    "timm.models.",
+    "torch.nn.parallel.",
+)
 _GLOBAL_IN_MESSAGE = re.compile(r"GLOBAL ([\w.]+) was not an allowed global")
 
 
@@ -44,9 +49,7 @@ def metadata_allowlist() -> list[Any]:
     files keep the name they were saved with, so both spellings are listed.
     """
     scalar = np._core.multiarray.scalar
-    dtype_classes = [
-        getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType")
-    ]
+    dtype_classes = [getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType")]
     return [
         argparse.Namespace,
         scalar,
