@@ -169,20 +169,19 @@ def run_check(args: argparse.Namespace) -> int:
         ),
     ]
     if settings.with_random_init:
-        from audit.models.architectures import create_backbone
+        from audit.models.architectures import random_init_like
 
-        random_backbone = create_backbone(user.arch)
         models.append(
             (
                 ModelRef(
                     "random-init",
                     user.arch,
-                    "random-init",
+                    f"random-init-seed-{settings.seed}",
                     "none",
-                    "none",
+                    user.preprocessing,
                     f"{user.arch}, random initialisation",
                 ),
-                random_backbone,
+                random_init_like(user.backbone, settings.seed),
             )
         )
     request = AuditRequest(

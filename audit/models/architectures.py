@@ -93,3 +93,23 @@ def create_backbone(arch: str) -> Backbone:
         known = ", ".join(sorted(builders))
         raise UsageError(f"unknown architecture {arch!r}; accepted: {known}")
     return builders[arch]()
+
+
+def random_init_like(backbone: Backbone, seed: int) -> Backbone:
+    """The same architecture with fresh random weights: the study's random-initialisation arm.
+
+    Copies the loaded module and resets every layer, so it works for any architecture that was
+    loaded (timm's and one-channel variants included), not only those the registry can build.
+    """
+    import copy
+
+    import torch
+
+    module = copy.deepcopy(backbone.module)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for layer in module.modules():
+            reset = getattr(layer, "reset_parameters", None)
+            if callable(reset):
+                reset()
+    return Backbone(module, backbone.feature_dim, backbone.arch)
