@@ -7,6 +7,7 @@ generated ids), so nothing downstream can leak one into a log, a report or a fil
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -32,7 +33,10 @@ class Case:
 class Cohort:
     """Cases plus their decoded images (N, H, W) uint8, decoded once and never again.
 
-    ``synthetic`` marks phantom data: every output made from it must say so.
+    ``synthetic`` marks phantom data: every output made from it must say so. ``excluded`` counts
+    the files left out, by reason; ``warnings`` counts kept files with a caveat, by kind (e.g.
+    burned-in annotation); ``subsets`` names index arrays into the cohort that the source defines
+    (official or study image lists, e.g. ``"source-matters/chest14/test"``): names, never ids.
     """
 
     cases: tuple[Case, ...]
@@ -42,6 +46,8 @@ class Cohort:
     synthetic: bool = False
     description: str = ""
     excluded: dict[str, int] = field(default_factory=dict)
+    warnings: dict[str, int] = field(default_factory=dict)
+    subsets: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.images.ndim != 3 or self.images.dtype != np.uint8:
@@ -65,9 +71,17 @@ class Cohort:
     def image_size(self) -> int:
         return int(self.images.shape[1])
 
-    def manifest_hash(self) -> str:
-        """Identity of the data: case list plus a digest of the pixels."""
+    @cached_property
+    def _manifest_hash(self) -> str:
         import hashlib
 
-        pixel_digest = hashlib.sha256(np.ascontiguousarray(self.images).tobytes()).hexdigest()
-        return content_hash({"cases": self.cases, "pixels": pixel_digest, "source": self.source})
+        digest = hashlib.sha256()
+        for start in range(0, len(self.images), 256):  # blocks: a memory-mapped cache stays on disk
+            digest.update(np.ascontiguousarray(self.images[start : start + 256]).tobytes())
+        return content_hash(
+            {"cases": self.cases, "pixels": digest.hexdigest(), "source": self.source}
+        )
+
+    def manifest_hash(self) -> str:
+        """Identity of the data: case list plus a digest of the pixels (computed once)."""
+        return self._manifest_hash

@@ -1,0 +1,236 @@
+"""The decode-once store: one memory-mapped (N, H, W) uint8 ``.npy`` per cohort, plus its record.
+
+An entry is addressed by a keyed hash of the source's fingerprint and every decode setting, so any
+change to the files, the selection or the preprocessing makes a new entry, and the file name says
+nothing about the data. Writing is crash-safe: pixels go to a temporary file, are flushed, hashed
+and renamed; the JSON record (cases as pseudonyms, exclusions, the pixels' SHA-256) is written
+last, atomically. A reader trusts an entry only when the record exists and the pixels match its
+hash; anything else (a killed build, a truncated or edited file) is deleted and rebuilt.
+
+Decoding runs in worker processes (``spawn``, safe beside torch's threads) that write straight
+into the memory-mapped temporary file, so no image is pickled back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import secrets
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from audit.atomic import atomic_write_text
+from audit.data.decode import DecodeSettings, decode_file
+from audit.data.problems import DECODER_ERROR, Unreadable
+from audit.data.pseudonyms import private_dir
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+FOLDER = "cohorts"
+_SERIAL_BELOW = 64
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    """One file to decode into row ``row`` of the array."""
+
+    row: int
+    path: str
+    frame: int | None
+
+    def __repr__(self) -> str:
+        return f"DecodeJob(row={self.row}, <path hidden>)"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one job: ``reason`` None means decoded."""
+
+    row: int
+    reason: str | None = None
+    detail: str = ""
+    warnings: tuple[str, ...] = ()
+
+
+def entry_paths(cache_dir: Path, key: str) -> tuple[Path, Path]:
+    folder = cache_dir / FOLDER
+    return folder / f"{key}.npy", folder / f"{key}.json"
+
+
+def load_entry(cache_dir: Path, key: str) -> tuple[np.ndarray, dict] | None:
+    """(memory-mapped images, record) of a sound entry; None when absent or damaged."""
+    pixels, record_path = entry_paths(cache_dir, key)
+    if not record_path.is_file():
+        return None
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        if record.get("format") != CACHE_FORMAT or record.get("key") != key:
+            raise ValueError("record format")
+        if pixels.stat().st_size != record["bytes"] or file_digest(pixels) != record["sha256"]:
+            raise ValueError("pixels differ from the record")
+        images = np.load(pixels, mmap_mode="r")
+        if images.dtype != np.uint8 or list(images.shape) != record["shape"]:
+            raise ValueError("array shape")
+        return images, record
+    except (OSError, ValueError, KeyError, TypeError):
+        log.warning("the cached cohort was damaged or incomplete; decoding the images again")
+        for path in (record_path, pixels):
+            path.unlink(missing_ok=True)
+        return None
+
+
+def file_digest(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def decode_to_temp(
+    cache_dir: Path,
+    key: str,
+    jobs: Sequence[DecodeJob],
+    settings: DecodeSettings,
+    *,
+    workers: int | None = None,
+    progress: bool = True,
+) -> tuple[Path, list[Outcome]]:
+    """Decode every job into a temporary memory-mapped array; failures are outcomes, not raises."""
+    folder = private_dir(cache_dir / FOLDER)
+    _remove_stale_temps(folder, key)
+    temp = folder / f".{key}.{os.getpid()}.{secrets.token_hex(4)}.tmp.npy"
+    shape = (len(jobs), settings.image_size, settings.image_size)
+    array = np.lib.format.open_memmap(temp, mode="w+", dtype=np.uint8, shape=shape)
+    del array
+    try:
+        outcomes = _run_jobs(temp, jobs, settings, _worker_count(workers, len(jobs)), progress)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return temp, sorted(outcomes, key=lambda o: o.row)
+
+
+def _worker_count(workers: int | None, n_jobs: int) -> int:
+    if workers is None:
+        workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1, 8)
+        if n_jobs < _SERIAL_BELOW:
+            workers = 1
+    return max(1, min(workers, n_jobs))
+
+
+def _run_jobs(
+    temp: Path, jobs: Sequence[DecodeJob], settings: DecodeSettings, workers: int, progress: bool
+) -> list[Outcome]:
+    size = max(4, min(128, len(jobs) // (workers * 4) or 4))
+    chunks = [list(jobs[i : i + size]) for i in range(0, len(jobs), size)]
+    outcomes: list[Outcome] = []
+    bar = tqdm(total=len(jobs), desc="decoding images", unit="img", disable=not progress)
+    with bar:
+        if workers == 1:
+            for chunk in chunks:
+                outcomes += decode_chunk(str(temp), chunk, settings)
+                bar.update(len(chunk))
+            return outcomes
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(decode_chunk, str(temp), chunk, settings) for chunk in chunks]
+            for future in futures:
+                result = future.result()
+                outcomes += result
+                bar.update(len(result))
+    return outcomes
+
+
+def decode_chunk(temp: str, chunk: list[DecodeJob], settings: DecodeSettings) -> list[Outcome]:
+    """Worker: decode a few files into their rows of the shared memory-mapped array."""
+    array = np.load(temp, mmap_mode="r+")
+    outcomes = []
+    for job in chunk:
+        try:
+            image, notes = decode_file(Path(job.path), settings, job.frame)
+        except Unreadable as problem:
+            outcomes.append(Outcome(job.row, problem.reason, problem.detail))
+            continue
+        except Exception:  # a decoder bug must cost one file, not the audit
+            outcomes.append(Outcome(job.row, DECODER_ERROR))
+            continue
+        array[job.row] = image
+        outcomes.append(Outcome(job.row, None, "", notes))
+    array.flush()
+    del array
+    return outcomes
+
+
+def commit_entry(
+    cache_dir: Path, key: str, temp: Path, keep: np.ndarray, record: dict
+) -> np.ndarray:
+    """Keep the decoded rows ``keep``, then rename into place and write the record last."""
+    pixels, record_path = entry_paths(cache_dir, key)
+    try:
+        source = np.load(temp, mmap_mode="r")
+        if len(keep) != len(source):
+            compact = temp.with_name(temp.name.replace(".tmp.npy", ".compact.tmp.npy"))
+            target = np.lib.format.open_memmap(
+                compact, mode="w+", dtype=np.uint8, shape=(len(keep), *source.shape[1:])
+            )
+            for start in range(0, len(keep), 1024):
+                target[start : start + 1024] = source[keep[start : start + 1024]]
+            target.flush()
+            del target, source
+            temp.unlink()
+            temp = compact
+        else:
+            del source
+        _fsync(temp)
+        shape = list(np.load(temp, mmap_mode="r").shape)
+        record = {
+            **record,
+            "format": CACHE_FORMAT,
+            "key": key,
+            "shape": shape,
+            "bytes": temp.stat().st_size,
+            "sha256": file_digest(temp),
+        }
+        os.replace(temp, pixels)
+        atomic_write_text(record_path, json.dumps(record, sort_keys=True))
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return np.load(pixels, mmap_mode="r")
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def _remove_stale_temps(folder: Path, key: str) -> None:
+    """Temporary files of builds whose process is gone (killed): never trusted, only removed."""
+    for temp in folder.glob(f".{key}.*.tmp.npy"):
+        try:
+            pid = int(temp.name.split(".")[2])
+        except (IndexError, ValueError):
+            continue
+        if not _alive(pid):
+            with contextlib.suppress(OSError):
+                temp.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

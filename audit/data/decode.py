@@ -1,0 +1,111 @@
+"""One file to one fixed-size uint8 image: PNG and JPEG by Pillow, DICOM by :mod:`audit.data.dicom`.
+
+The file's type is read from its first bytes, not its name, so a renamed or mislabelled file is
+recognised (or rejected with a clear reason) instead of crashing a decoder. Images are resized to a
+square of ``image_size`` pixels with Pillow's antialiased bilinear filter (the whole image is
+scaled, as the study's Keras loader did: non-square images are squashed, not cropped).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from audit.data import dicom
+from audit.data.problems import DAMAGED_IMAGE, FILE_NOT_FOUND, NOT_AN_IMAGE, Unreadable
+
+DECODER_VERSION = "medaudit-decode-1"
+"""Part of every cache key: change it when the pixels this module makes change."""
+
+_PNG = b"\x89PNG\r\n\x1a\n"
+_JPEG = b"\xff\xd8\xff"
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """Everything that changes the decoded pixels (so all of it is in the cache key)."""
+
+    image_size: int
+    modality: str
+    hu_window: tuple[float, float]
+    version: str = DECODER_VERSION
+
+
+def sniff(path: Path) -> str | None:
+    """``"png"``, ``"jpeg"``, ``"dicom"`` or None, from the file's first bytes."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except FileNotFoundError:
+        raise Unreadable(FILE_NOT_FOUND) from None
+    except OSError:
+        return None
+    if head.startswith(_PNG):
+        return "png"
+    if head.startswith(_JPEG):
+        return "jpeg"
+    if head[128:132] == b"DICM" or head[:2] in (b"\x02\x00", b"\x08\x00"):
+        return "dicom"
+    return None
+
+
+def decode_file(
+    path: Path, settings: DecodeSettings, frame: int | None = None
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """(image_size, image_size) uint8 and the file's warnings, or :class:`Unreadable`."""
+    kind = sniff(path)
+    if kind is None:
+        raise Unreadable(NOT_AN_IMAGE)
+    if kind == "dicom":
+        image, notes = dicom.read_dicom_uint8(
+            path, modality=settings.modality, hu_window=settings.hu_window, frame=frame
+        )
+        return resize(image, settings.image_size), notes
+    return _read_raster(path, settings.image_size), ()
+
+
+def _read_raster(path: Path, size: int) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                if img.format == "JPEG":
+                    img.draft("L", (size, size))  # decode at a reduced DCT scale when it can
+                img.load()
+                gray = _to_gray(img)
+                return _resize_pil(gray, size)
+    except Unreadable:
+        raise
+    except Exception:  # Pillow raises OSError, SyntaxError, ValueError... on damaged files
+        raise Unreadable(DAMAGED_IMAGE) from None
+
+
+def _to_gray(img: Image.Image) -> Image.Image:
+    """8-bit grey; 16-bit images are scaled from their own range (their bit depth is unknown)."""
+    if img.mode == "L":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(img, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        unit = np.zeros_like(values) if high <= low else (values - low) / (high - low)
+        return Image.fromarray(np.rint(unit * 255).astype(np.uint8))
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(background, img)
+    return img.convert("L")
+
+
+def _resize_pil(img: Image.Image, size: int) -> np.ndarray:
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    """A uint8 2-D array to (size, size), by the same filter as PNGs."""
+    return _resize_pil(Image.fromarray(np.ascontiguousarray(image)), size)

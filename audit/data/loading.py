@@ -1,0 +1,471 @@
+"""From a ``--data`` path to a :class:`Cohort`: detect the source, plan, decode once, cache.
+
+The stages, each in its own module: :mod:`detect` (which source), :mod:`nih`, :mod:`lidc`,
+:mod:`manifest` (which images, labels, patients), :mod:`decode` and :mod:`dicom` (pixels),
+:mod:`cache` (the decode-once store), :mod:`pseudonyms` (keyed hashes). This module joins them and
+is the only one the command line needs: :func:`load_cohort`, :func:`describe_dry_run`,
+:func:`preset_split`.
+
+Privacy contract: original identifiers (image names, patient ids, DICOM UIDs, file paths) exist
+only inside the plan, in memory; cases, the cache record, log lines and error messages carry
+pseudonyms, positions and counts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import Counter
+from dataclasses import KW_ONLY, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audit.data import cache as store
+from audit.data.cases import Case, Cohort
+from audit.data.decode import DecodeSettings, sniff
+from audit.data.detect import Detection, resolve_source
+from audit.data.items import PlannedImage, PlannedProblem, SourcePlan
+from audit.data.lidc import LidcLabelRule, plan_lidc, tree_files
+from audit.data.manifest import plan_manifest
+from audit.data.nih import plan_nih
+from audit.data.problems import NOT_AN_IMAGE, Quarantined, Unreadable
+from audit.data.pseudonyms import Pseudonymizer, load_or_create_key
+from audit.data.study_lists import (
+    PROTOCOLS,
+    official_split,
+    preset_overlap,
+    preset_split,
+    subset_name,
+)
+from audit.errors import UsageError
+
+__all__ = ["DataRequest", "describe_dry_run", "load_cohort", "official_split", "preset_split"]
+
+log = logging.getLogger(__name__)
+
+MODALITIES = ("cxr", "ct")
+DEFAULT_HU_WINDOW = (-1000.0, 400.0)
+"""CT lung window: -1000 HU (air) -> 0, +400 HU (dense bone edge) -> 255; as the phantom CT."""
+_SHOWN_QUARANTINED = 50
+
+
+@dataclass(frozen=True)
+class DataRequest:
+    """What to load and how to preprocess it; every field that changes pixels is in the cache key.
+
+    ``path`` and ``cache_dir`` stay out of ``repr`` (folder names can carry identifiers).
+    ``source`` None detects the layout. ``finding`` and ``views`` select NIH images (``views``
+    empty keeps every view); a manifest lists its own images and labels. ``protocol``
+    "source-matters" uses the study's image lists (NIH only). ``hu_window`` maps CT HU to grey
+    (CT only). ``workers`` None decodes on every available core (up to 8).
+    """
+
+    path: Path = field(repr=False)
+    modality: str
+    _: KW_ONLY
+    cache_dir: Path = field(repr=False)
+    source: str | None = None
+    finding: str = "Atelectasis"
+    views: tuple[str, ...] = ("PA",)
+    protocol: str | None = None
+    image_size: int = 256
+    strict: bool = False
+    hu_window: tuple[float, float] = DEFAULT_HU_WINDOW
+    lidc_rule: LidcLabelRule = field(default_factory=LidcLabelRule)
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+        object.__setattr__(self, "cache_dir", Path(self.cache_dir))
+        object.__setattr__(self, "views", tuple(str(v).strip().upper() for v in self.views))
+        if self.modality not in MODALITIES:
+            raise UsageError(f"--modality {self.modality!r}; use one of {', '.join(MODALITIES)}")
+        size = self.image_size
+        if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= 2048:
+            raise UsageError(f"image size {size!r}; use an integer from 16 to 2048")
+        try:
+            low, high = (float(v) for v in self.hu_window)
+        except (TypeError, ValueError):
+            raise UsageError(
+                f"HU window {self.hu_window!r}; give two numbers, low and high"
+            ) from None
+        if not low < high:
+            raise UsageError(
+                f"HU window {self.hu_window!r}; the low end must be below the high end"
+            )
+        object.__setattr__(self, "hu_window", (low, high))
+        if self.protocol is not None and self.protocol not in PROTOCOLS:
+            raise UsageError(f"unknown --protocol {self.protocol!r}; known: {', '.join(PROTOCOLS)}")
+        if self.workers is not None and self.workers < 1:
+            raise UsageError(f"workers={self.workers}; use 1 or more")
+
+    @property
+    def decode_settings(self) -> DecodeSettings:
+        window = self.hu_window if self.modality == "ct" else DEFAULT_HU_WINDOW
+        return DecodeSettings(self.image_size, self.modality, window)
+
+
+def load_cohort(request: DataRequest, progress: bool = True) -> Cohort:
+    """The cohort, decoded once into the cache (reused when the data and settings are unchanged).
+
+    Unreadable files are left out and counted in ``Cohort.excluded``; with ``request.strict``
+    any such file is a :class:`UsageError` (the cache is still written, so a later run without
+    ``--strict`` starts at once).
+    """
+    detection, source, pseudonyms, key = _prepare(request)
+    loaded = store.load_entry(request.cache_dir, key)
+    if loaded is None:
+        images, record = _build(request, source, pseudonyms, key, progress)
+    else:
+        images, record = loaded
+        log.info("using the cached decoded cohort (%d images)", len(images))
+    _report_exclusions(record)
+    if request.strict and record["quarantined"]:
+        raise UsageError(_strict_message(record))
+    return _cohort(images, record, request)
+
+
+def describe_dry_run(request: DataRequest) -> dict[str, Any]:
+    """Counts by split, class, sex and view, what was detected, what would be left out and why.
+
+    Decodes nothing: from the cache record when one exists, else from the plan with a check of
+    each file's type (decoding problems are then found only when the cohort is built).
+    """
+    detection, source, pseudonyms, key = _prepare(request)
+    loaded = store.load_entry(request.cache_dir, key)
+    if loaded is not None:
+        record, decoded = loaded[1], True
+    else:
+        record, decoded = _record_without_decoding(request, source.plan, pseudonyms), False
+    return _summary(request, detection, record, decoded)
+
+
+# --- preparing: source, key -------------------------------------------------------------------
+
+
+class _Source:
+    """The adapter for one request: a cheap fingerprint, and the plan (built at most once)."""
+
+    def __init__(self, request: DataRequest, detection: Detection) -> None:
+        self.request = request
+        self.name = detection.source
+
+    def fingerprint(self) -> Any:
+        if self.name == "lidc-idri":
+            root = self.request.path
+            listing = [(p.relative_to(root).as_posix(), *_stat(p)) for p in tree_files(root)]
+            return {"files": listing, "rule": self.request.lidc_rule}
+        return {"entries": [_entry_identity(e) for e in self.plan.entries]}
+
+    @cached_property
+    def plan(self) -> SourcePlan:
+        request = self.request
+        if self.name == "nih-cxr14":
+            return plan_nih(request.path, request.finding, request.views, request.protocol)
+        if self.name == "lidc-idri":
+            return plan_lidc(request.path, request.lidc_rule)
+        return plan_manifest(request.path)
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    info = path.stat()
+    return info.st_size, info.st_mtime_ns
+
+
+def _entry_identity(entry: PlannedImage | PlannedProblem) -> Any:
+    if isinstance(entry, PlannedProblem):
+        return ["problem", entry.ref, entry.problem.reason]
+    try:
+        stat = _stat(entry.path)
+    except OSError:
+        stat = (-1, -1)
+    fields = dataclasses.asdict(entry)
+    fields["path"] = str(entry.path)
+    return [fields, *stat]
+
+
+def _prepare(request: DataRequest) -> tuple[Detection, _Source, Pseudonymizer, str]:
+    detection = resolve_source(request.path, request.source)
+    _check_combination(request, detection.source)
+    how = f"detected: {detection.evidence}" if detection.automatic else detection.evidence
+    log.info("data source: %s (%s)", detection.source, how)
+    pseudonyms = load_or_create_key(request.cache_dir)
+    source = _Source(request, detection)
+    settings = {
+        "decode": request.decode_settings,
+        "finding": request.finding,
+        "views": request.views,
+        "protocol": request.protocol,
+        "source": detection.source,
+    }
+    key = pseudonyms.digest(
+        "cohort-cache", {"data": source.fingerprint(), "settings": settings}, 24
+    )
+    return detection, source, pseudonyms, key
+
+
+def _check_combination(request: DataRequest, source: str) -> None:
+    if source == "nih-cxr14" and request.modality != "cxr":
+        raise UsageError("NIH ChestX-ray14 holds chest radiographs; use --modality cxr")
+    if source == "lidc-idri" and request.modality != "ct":
+        raise UsageError("LIDC-IDRI is read as CT slices; use --modality ct")
+    if request.protocol is not None and source != "nih-cxr14":
+        raise UsageError(
+            f"--protocol {request.protocol} uses NIH ChestX-ray14 image lists; give the NIH folder"
+        )
+
+
+# --- building -----------------------------------------------------------------------------------
+
+
+def _build(request, source: _Source, pseudonyms, key: str, progress: bool):
+    plan = source.plan
+    entries = plan.entries
+    images_only = [(i, e) for i, e in enumerate(entries) if isinstance(e, PlannedImage)]
+    jobs = [
+        store.DecodeJob(row, str(entry.path), entry.frame)
+        for row, (_i, entry) in enumerate(images_only)
+    ]
+    temp, outcomes = store.decode_to_temp(
+        request.cache_dir,
+        key,
+        jobs,
+        request.decode_settings,
+        workers=request.workers,
+        progress=progress,
+    )
+    by_position = {i: outcome for (i, _e), outcome in zip(images_only, outcomes, strict=True)}
+    record = _record(plan, pseudonyms, by_position)
+    if not record["cases"]:
+        temp.unlink(missing_ok=True)
+        raise UsageError(f"no usable image in the data: {_excluded_text(record['excluded'])}")
+    keep = np.asarray(record.pop("_kept_rows"), dtype=np.int64)
+    images = store.commit_entry(request.cache_dir, key, temp, keep, record)
+    return images, record
+
+
+def _record(plan: SourcePlan, pseudonyms: Pseudonymizer, outcomes: dict) -> dict:
+    """The cache record: pseudonymous cases, subsets, exclusions; ``_kept_rows`` for the caller."""
+    cases, kept_rows, quarantined = [], [], []
+    subsets: dict[str, list[int]] = {}
+    excluded: Counter[str] = Counter()
+    warnings: Counter[str] = Counter(plan.warnings)
+    ids = _CaseIds(pseudonyms, plan.source)
+    image_rank = 0
+    for position, entry in enumerate(plan.entries, 1):
+        case_id = ids.make(entry.ref)
+        if isinstance(entry, PlannedProblem):
+            problem = entry.problem
+        else:
+            outcome = outcomes[position - 1]
+            problem = Unreadable(outcome.reason, outcome.detail) if outcome.reason else None
+            image_rank += 1
+        if problem is not None:
+            excluded[problem.reason] += 1
+            quarantined.append([position, case_id, problem.reason, problem.detail])
+            continue
+        warnings.update(outcomes[position - 1].warnings)
+        for name in entry.subsets:
+            subsets.setdefault(name, []).append(len(cases))
+        kept_rows.append(image_rank - 1)
+        cases.append(_case_row(entry, case_id, pseudonyms, plan.source))
+    return _record_dict(plan, cases, subsets, excluded, warnings, quarantined, kept_rows)
+
+
+def _record_dict(plan, cases, subsets, excluded, warnings, quarantined, kept_rows=()) -> dict:
+    return {
+        "source": plan.source,
+        "description": plan.description,
+        "cases": cases,
+        "subsets": subsets,
+        "excluded": dict(excluded),
+        "warnings": dict(warnings),
+        "quarantined": quarantined,
+        "selection": plan.selection,
+        "notes": list(plan.notes),
+        "_kept_rows": list(kept_rows),
+    }
+
+
+class _CaseIds:
+    """Case pseudonyms, unique even when a source lists the same file twice."""
+
+    def __init__(self, pseudonyms: Pseudonymizer, source: str) -> None:
+        self.pseudonyms, self.source, self.seen = pseudonyms, source, Counter()
+
+    def make(self, ref: str) -> str:
+        self.seen[ref] += 1
+        count = self.seen[ref]
+        return self.pseudonyms.case_id(self.source, ref if count == 1 else f"{ref}\x00{count}")
+
+
+def _case_row(entry: PlannedImage, case_id: str, pseudonyms, source: str) -> list:
+    patient = pseudonyms.patient_key(source, entry.patient)
+    return [case_id, int(entry.label), patient, entry.sex, entry.view, entry.age]
+
+
+def _cohort(images: np.ndarray, record: dict, request: DataRequest) -> Cohort:
+    cases = tuple(
+        Case(case_id, label, patient, sex=sex, view=view, modality=request.modality, age=age)
+        for case_id, label, patient, sex, view, age in record["cases"]
+    )
+    subsets = {name: np.asarray(rows, dtype=np.int64) for name, rows in record["subsets"].items()}
+    return Cohort(
+        cases=cases,
+        images=images,
+        source=record["source"],
+        modality=request.modality,
+        synthetic=False,
+        description=f"{record['description']}; {len(cases)} images",
+        excluded=dict(record["excluded"]),
+        warnings=dict(record["warnings"]),
+        subsets=subsets,
+    )
+
+
+def _record_without_decoding(request: DataRequest, plan: SourcePlan, pseudonyms) -> dict:
+    """As :func:`_record`, with each file's type checked instead of decoding it."""
+    outcomes = {}
+    for position, entry in enumerate(plan.entries):
+        if isinstance(entry, PlannedImage):
+            outcomes[position] = _type_check(entry)
+    record = _record(plan, pseudonyms, outcomes)
+    record.pop("_kept_rows")
+    return record
+
+
+def _type_check(entry: PlannedImage) -> store.Outcome:
+    try:
+        kind = sniff(entry.path)
+    except Unreadable as problem:
+        return store.Outcome(0, problem.reason)
+    return store.Outcome(0, NOT_AN_IMAGE if kind is None else None)
+
+
+# --- reporting ----------------------------------------------------------------------------------
+
+
+def _excluded_text(excluded: dict[str, int]) -> str:
+    if not excluded:
+        return "no file was left out"
+    parts = ", ".join(f"{n} {reason}" for reason, n in sorted(excluded.items()))
+    return f"{sum(excluded.values())} file(s) left out ({parts})"
+
+
+def _report_exclusions(record: dict) -> None:
+    if record["excluded"]:
+        log.warning("%s", _excluded_text(record["excluded"]))
+    for kind, count in sorted(record["warnings"].items()):
+        log.warning("%d image(s): %s", count, kind)
+
+
+def _strict_message(record: dict) -> str:
+    first = Quarantined(*record["quarantined"][0]).describe()
+    return (
+        f"--strict: {_excluded_text(record['excluded'])}, e.g. {first}; fix or remove those "
+        "files, or run without --strict to leave them out"
+    )
+
+
+def _counts(rows: list[list], indices: list[int] | None = None) -> dict[str, Any]:
+    chosen = rows if indices is None else [rows[i] for i in indices]
+    labels = Counter(row[1] for row in chosen)
+    sexes = Counter(row[3] or "unknown" for row in chosen)
+    return {
+        "images": len(chosen),
+        "patients": len({row[2] for row in chosen}),
+        "positive": labels.get(1, 0),
+        "negative": labels.get(0, 0),
+        "sex": dict(sorted(sexes.items())),
+    }
+
+
+def _summary(request: DataRequest, detection: Detection, record: dict, decoded: bool) -> dict:
+    rows = record["cases"]
+    quarantined = [Quarantined(*q) for q in record["quarantined"]]
+    summary: dict[str, Any] = {
+        "source": detection.source,
+        "detected": detection.automatic,
+        "detected_by": detection.evidence,
+        "modality": request.modality,
+        "protocol": request.protocol,
+        "description": record["description"],
+        "decoded": decoded,
+        **_counts(rows),
+        "views": dict(sorted(Counter(row[4] or "unknown" for row in rows).items())),
+        "selection": record["selection"],
+        "splits": {name: _counts(rows, idx) for name, idx in sorted(record["subsets"].items())},
+        "excluded": record["excluded"],
+        "excluded_total": sum(record["excluded"].values()),
+        "quarantined": [q.describe() for q in quarantined[:_SHOWN_QUARANTINED]],
+        "warnings": record["warnings"],
+        "notes": list(record["notes"]),
+    }
+    if not decoded:
+        summary["notes"].append(
+            "not decoded yet: files were checked for presence and type only; decoding problems "
+            "are counted when the cohort is built"
+        )
+    overlap = _overlap(record)
+    summary["overlap"] = overlap
+    summary["overlap_warnings"] = [
+        f"{row['list']}: {row['patients_in_training_pool_and_test']} patient(s) in both a "
+        "training pool and the test set"
+        for row in overlap
+        if row["patients_in_training_pool_and_test"]
+    ]
+    if request.protocol is not None:
+        summary["preset"] = _preset_counts(record)
+    return summary
+
+
+def _overlap(record: dict) -> list[dict]:
+    """Patient overlap between the training pools and the test set of the source's own lists."""
+    patients = np.array([row[2] for row in record["cases"]])
+    subsets = {name: np.asarray(rows, dtype=np.int64) for name, rows in record["subsets"].items()}
+    rows = preset_overlap(patients, subsets)
+    train_val, test = subsets.get("nih/train_val"), subsets.get("nih/test")
+    if train_val is not None and test is not None:
+        shared = set(patients[train_val].tolist()) & set(patients[test].tolist())
+        rows.append({"list": "nih official", "patients_in_training_pool_and_test": len(shared)})
+    return rows
+
+
+def _preset_counts(record: dict) -> dict[str, Any]:
+    rows, subsets = record["cases"], record["subsets"]
+
+    def count(name: str) -> dict[str, Any]:
+        return _counts(rows, subsets.get(name, []))
+
+    chest14 = count(subset_name("chest14"))
+    chest14["test"] = count(subset_name("chest14", "test"))["images"]
+    chest14["folds"] = [
+        {
+            part: count(subset_name("chest14", f"fold{k}", part))["images"]
+            for part in ("train", "val")
+        }
+        for k in range(1, 6)
+    ]
+    sex = count(subset_name("sex"))
+    sex["test"] = count(subset_name("sex", "test"))
+    sex["levels"] = {}
+    for name in sorted({n.split("/")[2] for n in subsets if n.startswith("source-matters/sex/F_")}):
+        folds = [
+            {
+                part: count(subset_name("sex", name, f"fold{k}", part))["images"]
+                for part in ("train", "val")
+            }
+            for k in range(1, 6)
+        ]
+        pool = _counts(
+            rows,
+            sorted(
+                set(subsets.get(subset_name("sex", name, "fold1", "train"), []))
+                | set(subsets.get(subset_name("sex", name, "fold1", "val"), []))
+            ),
+        )
+        sex["levels"][name] = {"pool": pool, "folds": folds}
+    return {"chest14": chest14, "sex": sex}
