@@ -71,3 +71,52 @@ def ood_scores(results: Sequence[RunResult], confounder: str, levels: Sequence[f
             rows.append(np.mean([run.scores["ood"] for run in runs], axis=0))
         by_role[role] = np.vstack(rows)
     return OodScores(case_ids, y_true, tuple(float(v) for v in levels), by_role)
+
+
+def _paired_runs(
+    results: Sequence[RunResult], confounder: str, level: float
+) -> list[tuple[RunResult, RunResult]]:
+    by_fold: dict[int, dict[str, RunResult]] = defaultdict(dict)
+    for r in results:
+        if r.confounder == confounder and r.level == float(level):
+            by_fold[r.fold][r.role] = r
+    return [
+        (runs["user"], runs["reference"])
+        for _, runs in sorted(by_fold.items())
+        if "user" in runs and "reference" in runs
+    ]
+
+
+def descriptive_statistics(
+    results: Sequence[RunResult], confounder: str, levels: Sequence[float]
+) -> list[dict[str, Any]]:
+    """Per level: DeLong's paired test per fold (user vs reference, o.o.d.) and the study's exact
+    sign-flip permutation test across folds. Reported, not gating: the verdict rests on the
+    bootstrap of the shortcut gap."""
+    from audit.stats import delong_test, exact_sign_flip_test
+
+    rows = []
+    for level in levels:
+        pairs = _paired_runs(results, confounder, level)
+        per_fold, diffs = [], []
+        for user, reference in pairs:
+            y = np.array(user.labels["ood"])
+            try:
+                test = delong_test(
+                    y, np.array(user.scores["ood"]), np.array(reference.scores["ood"])
+                )
+            except ValueError:
+                per_fold.append({"fold": user.fold, "delong_p": None, "auc_diff": None})
+                continue
+            per_fold.append(
+                {
+                    "fold": user.fold,
+                    "auc_diff": float(test.diff),
+                    "delong_z": float(test.z),
+                    "delong_p": float(test.p_value),
+                }
+            )
+            diffs.append(float(test.diff))
+        permutation_p = float(exact_sign_flip_test(diffs)) if len(diffs) >= 2 else None
+        rows.append({"level": float(level), "per_fold": per_fold, "permutation_p": permutation_p})
+    return rows

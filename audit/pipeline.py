@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from audit import __version__
-from audit.analysis import auc_summary, ood_scores
+from audit.analysis import auc_summary, descriptive_statistics, ood_scores
 from audit.atomic import atomic_write_text
 from audit.config import Settings
 from audit.confounders import Confounder, get_confounder
@@ -208,6 +208,12 @@ def build_results(
             for r in sorted(outcome.results, key=lambda r: (r.confounder, r.level, r.fold, r.role))
         ],
         "verdict": verdict,
+        "statistics": {
+            name: descriptive_statistics(outcome.results, name, settings.levels)
+            for name in confounders
+        }
+        if complete and "reference" in roles
+        else None,
     }
     return _clean(results)
 
