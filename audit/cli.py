@@ -167,6 +167,39 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="use the built-in phantom data (every output is marked illustrative)",
     )
+    data = check.add_argument_group("data (with --data)")
+    data.add_argument(
+        "--source",
+        choices=["nih-cxr14", "lidc-idri", "manifest"],
+        default=None,
+        help="data layout (default: recognised from the folder and printed)",
+    )
+    data.add_argument(
+        "--finding",
+        default="Atelectasis",
+        help="NIH finding to predict; negatives are 'No Finding'",
+    )
+    data.add_argument(
+        "--views",
+        default="PA",
+        help="NIH views to keep, comma-separated (PA, AP); 'all' keeps every view",
+    )
+    data.add_argument(
+        "--protocol",
+        choices=["source-matters"],
+        default=None,
+        help="the study's exact NIH image lists (currently with --dry-run only)",
+    )
+    data.add_argument(
+        "--strict",
+        action="store_true",
+        help="any unreadable file is an error (exit 2), not left out",
+    )
+    data.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read the data, print counts, left-out files and warnings as JSON, and stop",
+    )
     check.add_argument(
         "--reference",
         type=Path,

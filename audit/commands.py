@@ -144,7 +144,11 @@ def run_check(args: argparse.Namespace) -> int:
     if extra:
         names = tuple(dict.fromkeys([*settings.confounders, *extra]))
         settings = dataclasses.replace(settings, confounders=names)
-    cohort = _load_cohort(args, settings)
+    cache_dir = args.cache_dir or default_cache_dir()
+    _check_cache_outside_out(cache_dir, args.out)
+    if args.dry_run:
+        return _dry_run(args, settings, cache_dir)
+    cohort = _load_cohort(args, settings, cache_dir)
     user = load_model(
         args.model, arch=args.arch, trust_code=args.trust_code, trust_pickle=args.trust_pickle
     )
@@ -198,29 +202,59 @@ def run_check(args: argparse.Namespace) -> int:
     return _exit_code(outputs.results, args.inconclusive_exit)
 
 
-def _load_cohort(args: argparse.Namespace, settings: Settings):  # noqa: ANN202
-    if not args.synthetic:
-        raise NotBuiltYet(
-            "reading data sets from disk (NIH ChestX-ray14, LIDC-IDRI, manifest CSV) is not built yet "
-            "in this version; use --synthetic to run the audit on built-in phantom data"
-        )
-    from audit.data.synthetic import PhantomSettings, make_phantom_cohort
+def _data_request(args: argparse.Namespace, settings: Settings, cache_dir: Path):  # noqa: ANN202
+    from audit.data.loading import DataRequest
 
-    log.warning("using built-in synthetic phantom data: every output is marked illustrative")
-    return make_phantom_cohort(
-        PhantomSettings(
-            modality=args.modality,
-            n_patients=args.synthetic_patients,
-            image_size=settings.image_size,
-            seed=settings.seed,
+    views = () if args.views.strip().lower() == "all" else tuple(args.views.split(","))
+    return DataRequest(
+        args.data, args.modality, cache_dir=cache_dir, source=args.source, finding=args.finding,
+        views=views, protocol=args.protocol, image_size=settings.image_size, strict=args.strict,
+    )  # fmt: skip
+
+
+def _load_cohort(args: argparse.Namespace, settings: Settings, cache_dir: Path):  # noqa: ANN202
+    if args.synthetic:
+        from audit.data.synthetic import PhantomSettings, make_phantom_cohort
+
+        log.warning("using built-in synthetic phantom data: every output is marked illustrative")
+        return make_phantom_cohort(
+            PhantomSettings(
+                modality=args.modality, n_patients=args.synthetic_patients,
+                image_size=settings.image_size, seed=settings.seed,
+            )
+        )  # fmt: skip
+    if args.protocol:
+        raise NotBuiltYet(
+            "auditing on the study's exact image lists (--protocol source-matters) is not built "
+            "yet; use it with --dry-run to check the lists against your data, or omit --protocol"
         )
-    )
+    from audit.data.loading import load_cohort
+
+    return load_cohort(_data_request(args, settings, cache_dir), progress=sys.stderr.isatty())
+
+
+def _dry_run(args: argparse.Namespace, settings: Settings, cache_dir: Path) -> int:
+    if args.synthetic:
+        raise UsageError("--dry-run describes a data set on disk; it needs --data, not --synthetic")
+    from audit.data.loading import describe_dry_run
+
+    summary = describe_dry_run(_data_request(args, settings, cache_dir))
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _check_cache_outside_out(cache_dir: Path, out_dir: Path) -> None:
+    """Decoded patient pixels never go where CI uploads from."""
+    cache, out = Path(cache_dir).resolve(), Path(out_dir).resolve()
+    if cache == out or out in cache.parents:
+        raise UsageError("--cache-dir must not be inside --out: CI systems upload --out")
 
 
 def run_demo(args: argparse.Namespace) -> int:
     from audit.demo import run_demo_audit
 
     cache_dir = args.cache_dir or default_cache_dir()
+    _check_cache_outside_out(cache_dir, args.out)
     results = run_demo_audit(
         args.out,
         cache_dir,

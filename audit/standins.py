@@ -38,6 +38,7 @@ class PretrainRecipe:
     batch_size: int = 64
     lr: float = 2e-3
     seed: int = 1234
+    data_version: str = "phantom-1+textures-1"  # bump when a generator changes: new cache key
 
     @property
     def key(self) -> str:

@@ -77,22 +77,52 @@ def test_debug_shows_the_traceback(monkeypatch, capsys) -> None:
 
 def test_bad_param_syntax_is_a_usage_error(capsys, tmp_path) -> None:
     code, _, err = run_main(
-        ["check", str(tmp_path / "m.pt"), "--modality", "cxr", "--synthetic",
-         "--reference", str(tmp_path / "r.pt"), "--param", "font_size=3"],
+        [
+            "check",
+            str(tmp_path / "m.pt"),
+            "--modality",
+            "cxr",
+            "--synthetic",
+            "--reference",
+            str(tmp_path / "r.pt"),
+            "--param",
+            "font_size=3",
+        ],
         capsys,
     )
     assert code == 2
     assert "CONFOUNDER.NAME=VALUE" in err
 
 
-def test_real_data_path_is_reported_as_not_built(capsys, tmp_path) -> None:
+def test_unrecognised_data_folder_is_one_line_exit_2(capsys, tmp_path) -> None:
+    (tmp_path / "data").mkdir()
     code, _, err = run_main(
-        ["check", str(tmp_path / "m.pt"), "--modality", "cxr", "--data", str(tmp_path),
-         "--reference", str(tmp_path / "r.pt")],
+        [
+            "check",
+            str(tmp_path / "m.pt"),
+            "--modality",
+            "cxr",
+            "--data",
+            str(tmp_path / "data"),
+            "--reference",
+            str(tmp_path / "r.pt"),
+            "--out",
+            str(tmp_path / "out"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
         capsys,
     )
     assert code == 2
-    assert "--synthetic" in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_cache_inside_out_is_refused(capsys, tmp_path) -> None:
+    code, _, err = run_main(
+        ["demo", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "out" / "cache")],
+        capsys,
+    )
+    assert code == 2 and "--cache-dir" in err
 
 
 def test_report_on_a_missing_file_exits_2(capsys, tmp_path) -> None:

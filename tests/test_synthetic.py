@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 
 import numpy as np
@@ -10,6 +11,7 @@ from scipy.ndimage import gaussian_filter
 from scipy.optimize import minimize
 from scipy.stats import rankdata
 
+from audit.data import synthetic
 from audit.data.synthetic import (
     CT_WINDOW_HU,
     PhantomSettings,
@@ -57,11 +59,24 @@ def test_a_different_seed_gives_different_images(modality: str) -> None:
 @pytest.mark.parametrize("size", [32, 96])
 def test_images_are_uint8_squares_of_the_requested_size(modality: str, size: int) -> None:
     cohort = make_phantom_cohort(
-        PhantomSettings(modality=modality, n_patients=4, image_size=size, seed=0))
+        PhantomSettings(modality=modality, n_patients=4, image_size=size, seed=0)
+    )
     assert cohort.images.dtype == np.uint8
     assert cohort.images.shape == (len(cohort.cases), size, size)
     assert cohort.image_size == size
     assert cohort.images.std() > 20  # a picture, not a blank
+
+
+@pytest.mark.parametrize("modality", MODALITIES)
+def test_image_size_changes_the_resolution_not_the_cohort(modality: str) -> None:
+    small, large = (
+        make_phantom_cohort(PhantomSettings(modality=modality, n_patients=8, image_size=size))
+        for size in (32, 64)
+    )
+    assert small.cases == large.cases
+    shrunk = large.images.astype(float).reshape(-1, 32, 2, 32, 2).mean((2, 4))
+    for a, b in zip(small.images.astype(float), shrunk, strict=True):
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.9
 
 
 @pytest.mark.parametrize("modality", MODALITIES)
@@ -76,12 +91,23 @@ def test_cohort_says_it_is_synthetic(modality: str) -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("modality", "mri"), ("n_patients", 1), ("images_per_patient", (3, 1)),
-     ("image_size", 8), ("prevalence", 1.0), ("prevalence", 0.0), ("seed", -1)],
+    [
+        ("modality", "mri"),
+        ("n_patients", 1),
+        ("images_per_patient", (3, 1)),
+        ("image_size", 8),
+        ("prevalence", 1.0),
+        ("prevalence", 0.0),
+        ("seed", -1),
+    ],
 )
 def test_bad_settings_are_refused_with_a_message_naming_them(field: str, value: object) -> None:
     with pytest.raises(UsageError, match=field):
         PhantomSettings(**{field: value})
+
+
+def test_a_list_of_image_counts_is_taken_as_a_pair() -> None:
+    assert PhantomSettings(images_per_patient=[2, 2]).images_per_patient == (2, 2)
 
 
 # ---- the patient table ------------------------------------------------------------------------
@@ -124,7 +150,7 @@ def test_ids_are_pseudonymous_and_ages_plausible(cohorts) -> None:
     assert all(re.fullmatch(r"C\d{6}", c.case_id) for c in cases)
     assert len({c.case_id for c in cases}) == len(cases)
     ages = np.array([c.age for c in cases])
-    assert 18 <= ages.min() and ages.max() <= 95 and 45 < ages.mean() < 70
+    assert ages.min() >= 18 and ages.max() <= 95 and 45 < ages.mean() < 70
 
 
 def test_repeat_images_of_a_patient_differ_a_little() -> None:
@@ -151,11 +177,25 @@ def _twins(modality: str, index: int) -> tuple[np.ndarray, np.ndarray]:
         lesion = draw_ct_lesion(anatomy_rng, anatomy)
         render = render_ct_slice
     pictures = [
-        render(np.random.default_rng([12, index]), size=64, sex=sex, finding=finding,
-               anatomy=anatomy, lesion=lesion).astype(float)
+        render(
+            np.random.default_rng([12, index]),
+            size=64,
+            sex=sex,
+            finding=finding,
+            anatomy=anatomy,
+            lesion=lesion,
+        ).astype(float)
         for finding in (True, False)
     ]
     return pictures[0], pictures[1]
+
+
+def _in_dark_field(image: np.ndarray, row: int, col: int, margin: float = 15.0) -> bool:
+    """Darker than tissue on both sides along the row: inside a lung, not in air or soft tissue."""
+    smooth = gaussian_filter(image, 1.5)
+    here = smooth[row, col]
+    left, right = smooth[row, :col], smooth[row, col + 1 :]
+    return bool(left.size and right.size and here < min(left.max(), right.max()) - margin)
 
 
 @pytest.mark.parametrize("modality", MODALITIES)
@@ -163,13 +203,11 @@ def test_the_finding_is_a_local_brightening_inside_a_lung(modality: str) -> None
     for index in range(12):
         with_finding, without = _twins(modality, index)
         diff = with_finding - without
-        assert diff.max() > 8, "the finding must be visible"
-        assert (np.abs(diff) > 2).mean() < 0.05, "the finding must be local"
+        assert diff.max() > 20, "the finding must be visible"
+        assert diff.min() >= -2, "the finding only adds density"
+        assert (np.abs(diff) > 2).mean() < 0.1, "the finding must be local"
         row, col = np.unravel_index(np.argmax(diff), diff.shape)
-        background = gaussian_filter(without, 2.0)
-        lungs_and_air = background < np.percentile(background, 45)
-        assert lungs_and_air[row, col], "the finding must sit in a dark lung field"
-        assert 8 < col < 56 and 8 < row < 56  # not in the air around the body
+        assert _in_dark_field(without, row, col), "the finding must sit in a lung field"
 
 
 def test_ct_intensities_follow_hounsfield_order() -> None:
@@ -184,11 +222,10 @@ def test_ct_intensities_follow_hounsfield_order() -> None:
         assert air < lungs < heart < vertebra, (air, lungs, heart, vertebra)
 
 
-def test_phantoms_contain_no_text_like_marks_in_the_corners() -> None:
-    """The tag confounder must be the only glyph: the phantom's top-left corner is featureless."""
-    cohort = make_phantom_cohort(PhantomSettings(n_patients=30, image_size=64))
-    corner = cohort.images[:, 2:14, 2:14].astype(float)
-    assert corner.std(axis=(1, 2)).max() < 15
+def test_phantom_code_draws_no_text() -> None:
+    """The tag confounder must be the only glyph in a picture, so the phantom never draws one."""
+    source = inspect.getsource(synthetic)
+    assert not any(word in source for word in ("ImageDraw", "ImageFont", "matplotlib", "text("))
 
 
 # ---- learnability -----------------------------------------------------------------------------
@@ -202,22 +239,25 @@ def _auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
 
 
 def _logistic_auc(features: np.ndarray, y: np.ndarray, groups: np.ndarray) -> float:
-    """L2 logistic regression, trained on two thirds of the patients, scored on the rest."""
-    rng = np.random.default_rng(0)
-    patients = np.unique(groups)
-    test = np.isin(groups, rng.choice(patients, len(patients) // 3, replace=False))
-    mean, std = features[~test].mean(0), features[~test].std(0) + 1e-6
-    x = (features - mean) / std
+    """Out-of-fold AUC of an L2 logistic regression, with folds split by patient (3 folds)."""
+    patients = np.random.default_rng(0).permutation(np.unique(groups))
+    scores = np.zeros(len(y))
+    for fold in range(3):
+        test = np.isin(groups, patients[fold::3])
+        mean, std = features[~test].mean(0), features[~test].std(0) + 1e-6
+        w = _fit_logistic((features[~test] - mean) / std, y[~test], penalty=0.01)
+        scores[test] = ((features[test] - mean) / std) @ w[:-1]
+    return _auc(y, scores)
 
+
+def _fit_logistic(x: np.ndarray, y: np.ndarray, penalty: float) -> np.ndarray:
     def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
-        z = x[~test] @ w[:-1] + w[-1]
-        p = 1.0 / (1.0 + np.exp(-z))
-        err = (p - y[~test]) / len(z)
-        value = np.mean(np.logaddexp(0.0, z) - y[~test] * z) + 0.5 * w[:-1] @ w[:-1]
-        return value, np.append(x[~test].T @ err + w[:-1], err.sum())
+        z = x @ w[:-1] + w[-1]
+        err = (1.0 / (1.0 + np.exp(-z)) - y) / len(z)
+        value = np.mean(np.logaddexp(0.0, z) - y * z) + 0.5 * penalty * w[:-1] @ w[:-1]
+        return value, np.append(x.T @ err + penalty * w[:-1], err.sum())
 
-    w = minimize(loss, np.zeros(x.shape[1] + 1), jac=True, method="L-BFGS-B").x
-    return _auc(y[test], x[test] @ w[:-1])
+    return minimize(loss, np.zeros(x.shape[1] + 1), jac=True, method="L-BFGS-B").x
 
 
 def _downsampled(images: np.ndarray, cells: int = 16) -> np.ndarray:
@@ -226,9 +266,32 @@ def _downsampled(images: np.ndarray, cells: int = 16) -> np.ndarray:
     return images.astype(float).reshape(n, cells, k, cells, k).mean((2, 4)).reshape(n, -1)
 
 
+def _blob_responses(images: np.ndarray, cells: int = 8) -> np.ndarray:
+    """Strongest centre-surround (difference of Gaussians) response per cell, at two scales.
+
+    A hand-made stand-in for a CNN's first layers plus max pooling: it can see a bright blob, but
+    so do vessels, hila and rib crossings, which is what keeps the task from being trivial.
+    """
+    x = images.astype(np.float32)
+    n, size, _ = x.shape
+    k = size // cells
+    out = []
+    for sigma in (1.0, 2.0):
+        dog = gaussian_filter(x, (0, sigma, sigma)) - gaussian_filter(x, (0, 3 * sigma, 3 * sigma))
+        out.append(dog.reshape(n, cells, k, cells, k).max((2, 4)).reshape(n, -1))
+    return np.concatenate(out, 1)
+
+
+@pytest.mark.parametrize("modality", MODALITIES)
+def test_the_finding_is_learnable_but_not_trivial(cohorts, modality: str) -> None:
+    cohort = cohorts[modality]
+    auc = _logistic_auc(_blob_responses(cohort.images), cohort.labels, cohort.patients)
+    assert 0.65 < auc < 0.99
+
+
 @pytest.mark.parametrize("modality", MODALITIES)
 def test_sex_is_predictable_above_chance(cohorts, modality: str) -> None:
     cohort = cohorts[modality]
     female = (cohort.sexes == "F").astype(float)
-    auc = _logistic_auc(_downsampled(cohort.images), female, cohort.patients)
+    auc = _logistic_auc(_downsampled(cohort.images, cells=8), female, cohort.patients)
     assert 0.65 < auc < 0.99
