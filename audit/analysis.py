@@ -90,33 +90,62 @@ def _paired_runs(
 def descriptive_statistics(
     results: Sequence[RunResult], confounder: str, levels: Sequence[float]
 ) -> list[dict[str, Any]]:
-    """Per level: DeLong's paired test per fold (user vs reference, o.o.d.) and the study's exact
-    sign-flip permutation test across folds. Reported, not gating: the verdict rests on the
-    bootstrap of the shortcut gap."""
-    from audit.stats import delong_test, exact_sign_flip_test
+    """Per level: DeLong's paired test per fold (user vs reference, o.o.d. set) and the study's
+    exact sign-flip permutation test across folds, each Holm-adjusted within the confounder.
+    Reported, not gating: the verdict rests on the bootstrap of the shortcut gap."""
+    from audit.stats import delong_test, exact_sign_flip_test, holm
 
     rows = []
     for level in levels:
-        pairs = _paired_runs(results, confounder, level)
         per_fold, diffs = [], []
-        for user, reference in pairs:
+        for user, reference in _paired_runs(results, confounder, level):
             y = np.array(user.labels["ood"])
             try:
                 test = delong_test(
                     y, np.array(user.scores["ood"]), np.array(reference.scores["ood"])
                 )
             except ValueError:
-                per_fold.append({"fold": user.fold, "delong_p": None, "auc_diff": None})
+                per_fold.append(
+                    {"fold": user.fold, "auc_diff": None, "delong_z": None, "delong_p": None}
+                )
                 continue
             per_fold.append(
-                {
-                    "fold": user.fold,
-                    "auc_diff": float(test.diff),
-                    "delong_z": float(test.z),
-                    "delong_p": float(test.p_value),
-                }
-            )
+                {"fold": user.fold, "auc_diff": float(test.diff), "delong_z": float(test.z),
+                 "delong_p": float(test.p_value)}
+            )  # fmt: skip
             diffs.append(float(test.diff))
-        permutation_p = float(exact_sign_flip_test(diffs)) if len(diffs) >= 2 else None
-        rows.append({"level": float(level), "per_fold": per_fold, "permutation_p": permutation_p})
+        rows.append(
+            {
+                "level": float(level),
+                "test_set": "ood",
+                "per_fold": per_fold,
+                "delong_p": [f["delong_p"] for f in per_fold],
+                "permutation_p": float(exact_sign_flip_test(diffs)) if len(diffs) >= 2 else None,
+                "n_permutations": 2 ** len(diffs),
+            }
+        )
+    _holm_in_place(rows, holm)
     return rows
+
+
+def _holm_in_place(rows: list[dict[str, Any]], holm: Any) -> None:
+    """Holm across every DeLong test of the confounder, and across its levels' permutation tests."""
+    flat = [
+        (i, j, p)
+        for i, row in enumerate(rows)
+        for j, p in enumerate(row["delong_p"])
+        if p is not None
+    ]
+    adjusted = holm([p for _, _, p in flat]) if flat else []
+    for row in rows:
+        row["delong_p_adjusted"] = [None] * len(row["delong_p"])
+    for (i, j, _), value in zip(flat, adjusted, strict=True):
+        rows[i]["delong_p_adjusted"][j] = float(value)
+    perm = [
+        (i, row["permutation_p"]) for i, row in enumerate(rows) if row["permutation_p"] is not None
+    ]
+    perm_adjusted = holm([p for _, p in perm]) if perm else []
+    for row in rows:
+        row["permutation_p_adjusted"] = None
+    for (i, _), value in zip(perm, perm_adjusted, strict=True):
+        rows[i]["permutation_p_adjusted"] = float(value)

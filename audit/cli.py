@@ -38,7 +38,9 @@ def _common_run_options(parser: argparse.ArgumentParser, default_out: str) -> No
         "(default: the user cache folder)",
     )
     run.add_argument(
-        "--device", default=None, help="torch device, e.g. cuda:0 or cpu (default: cuda if present)"
+        "--device",
+        default=None,
+        help="torch device(s); several, comma-separated (cuda:0,cuda:1 or cpu,cpu), get one worker process each (default: cuda if present, else cpu)",
     )
     run.add_argument(
         "--deterministic",

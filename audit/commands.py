@@ -284,7 +284,7 @@ def run_report(args: argparse.Namespace) -> int:
     except jsonschema.ValidationError as exc:
         raise UsageError(f"{args.results.name} is not medaudit results: {exc.message}") from None
     out = args.out or args.results.with_name("report.pdf")
-    render_report(results, out)
+    render_report(results, out, results_json=args.results.read_bytes())
     print(f"report: {out}")
     return 0
 

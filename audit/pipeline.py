@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from audit import __version__
 from audit.analysis import auc_summary, descriptive_statistics, ood_scores
@@ -27,11 +28,13 @@ from audit.errors import UsageError
 from audit.hashing import canonical, content_hash
 from audit.models.architectures import Backbone
 from audit.plan import ModelRef, RunSpec, build_runs
+from audit.report.examples import example_images
+from audit.report.provenance import environment_details
 from audit.runner import AuditInputs, Outcome, execute
 from audit.schema import SCHEMA_VERSION, validate_results
 from audit.splits import PatientSplit, patient_split
 from audit.store import ResultsStore
-from audit.train.device import environment_fingerprint, pick_device, set_determinism
+from audit.train.device import environment_fingerprint, parse_devices, set_determinism
 
 log = logging.getLogger(__name__)
 ILLUSTRATIVE_NOTE = "illustrative: synthetic data"
@@ -125,6 +128,19 @@ def _verdict(
     return to_dict(decide(gaps, thresholds))
 
 
+def _example_cohort(cohort: Cohort, settings: Settings) -> Cohort:
+    """Example images for the report come from phantoms unless the data is synthetic anyway:
+    a patient's pixels never go into the output folder."""
+    if cohort.synthetic:
+        return cohort
+    from audit.data.synthetic import PhantomSettings, make_phantom_cohort
+
+    return make_phantom_cohort(
+        PhantomSettings(modality=cohort.modality, n_patients=4, image_size=cohort.image_size,
+                        seed=settings.seed)
+    )  # fmt: skip
+
+
 def build_results(
     request: AuditRequest,
     confounders: Mapping[str, tuple[Confounder, Mapping[str, Any]]],
@@ -208,13 +224,14 @@ def build_results(
             for r in sorted(outcome.results, key=lambda r: (r.confounder, r.level, r.fold, r.role))
         ],
         "verdict": verdict,
-        "statistics": {
+        "provenance": environment_details(),
+        "examples": example_images(_example_cohort(cohort, settings), confounders, settings.seed),
+    }
+    if complete and "reference" in roles:
+        results["statistics"] = {
             name: descriptive_statistics(outcome.results, name, settings.levels)
             for name in confounders
         }
-        if complete and "reference" in roles
-        else None,
-    }
     return _clean(results)
 
 
@@ -224,7 +241,8 @@ def run_audit(request: AuditRequest) -> AuditOutputs:
     out_dir = Path(request.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     set_determinism(settings.train.deterministic)
-    device = pick_device(request.device)
+    devices = parse_devices(request.device)
+    device = torch.device(devices[0])
     confounders = resolve_confounders(settings, request.extra_confounders)
     cohort = request.cohort
     split = patient_split(
@@ -245,7 +263,7 @@ def run_audit(request: AuditRequest) -> AuditOutputs:
         backbones={ref.role: backbone for ref, backbone in request.models},
         base_seed=settings.seed,
     )
-    outcome = execute(specs, inputs, ResultsStore(out_dir), device)
+    outcome = execute(specs, inputs, ResultsStore(out_dir), devices)
     results = build_results(
         request, confounders, split, specs, outcome, environment_fingerprint(device)
     )

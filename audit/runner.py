@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,16 +105,50 @@ def spec_record(spec: RunSpec) -> dict[str, Any]:
     return {"key": spec.key, **canonical(dataclasses.asdict(spec))}
 
 
+@dataclass(frozen=True)
+class RunFailure:
+    key: str
+    message: str
+
+
+def run_cell(
+    specs: Sequence[RunSpec], inputs: AuditInputs, device: torch.device
+) -> list[RunResult | RunFailure]:
+    """All runs of one cell: the confounded tensors are built once and shared by every model."""
+    try:
+        cell_data = CellBuilder(inputs, specs[0].train.input_size, device).build(*specs[0].cell)
+    except (RuntimeError, ValueError) as exc:
+        return [RunFailure(spec.key, f"building the data failed: {exc}") for spec in specs]
+    outputs: list[RunResult | RunFailure] = []
+    for spec in specs:
+        try:
+            outputs.append(fine_tune(spec, inputs.backbones[spec.role], cell_data, device))
+        except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
+            outputs.append(RunFailure(spec.key, str(exc)))
+    return outputs
+
+
+def group_by_cell(specs: Sequence[RunSpec]) -> list[list[RunSpec]]:
+    cells: dict[tuple, list[RunSpec]] = {}
+    for spec in specs:
+        cells.setdefault(spec.cell, []).append(spec)
+    return list(cells.values())
+
+
 def execute(
     specs: Sequence[RunSpec],
     inputs: AuditInputs,
     store: ResultsStore,
-    device: torch.device,
-    on_progress: Callable[[int, int], None] | None = None,
+    devices: Sequence[str],
 ) -> Outcome:
-    """Run what the store lacks; a failed run is recorded and the audit goes on."""
+    """Run what the store lacks, cell by cell; a failed run is recorded and the audit goes on.
+
+    One device runs in this process; several (``cuda:0,cuda:1`` or ``cpu,cpu``) get one worker
+    process each. Only this process writes to the store, so a kill loses no finished run.
+    """
     outcome = Outcome()
     pending = []
+    by_key = {spec.key: spec for spec in specs}
     for spec in specs:
         done = store.get(spec.key)
         if done is None:
@@ -124,34 +158,32 @@ def execute(
     outcome.reused = len(outcome.results)
     if outcome.reused:
         log.info("%d of %d runs already done", outcome.reused, len(specs))
-    builder = CellBuilder(inputs, specs[0].train.input_size if specs else 224, device)
     progress = _progress_bar(len(specs), outcome.reused)
-    current_cell, cell_data = None, None
-    for spec in pending:
-        try:
-            if spec.cell != current_cell:
-                current_cell, cell_data = spec.cell, builder.build(*spec.cell)
-            result = fine_tune(spec, inputs.backbones[spec.role], cell_data, device)
-        except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
+
+    def record(item: RunResult | RunFailure) -> None:
+        spec = by_key[item.key]
+        if isinstance(item, RunFailure):
             log.error(
                 "run %s (%s, %s, level %s, fold %s) failed: %s",
-                spec.key[:10],
-                spec.role,
-                spec.confounder,
-                spec.level,
-                spec.fold,
-                exc,
-            )
-            outcome.failed.append(spec.key)
-            current_cell = None
-            continue
-        finally:
-            progress.update(1)
-            _log_progress(progress.n, len(specs), progress.disable)
-            if on_progress:
-                on_progress(progress.n, len(specs))
-        store.put(result, spec_record(spec))
-        outcome.results.append(result)
+                spec.key[:10], spec.role, spec.confounder, spec.level, spec.fold, item.message,
+            )  # fmt: skip
+            outcome.failed.append(item.key)
+        else:
+            store.put(item, spec_record(spec))
+            outcome.results.append(item)
+        progress.update(1)
+        _log_progress(progress.n, len(specs), progress.disable)
+
+    cells = group_by_cell(pending)
+    if len(devices) <= 1:
+        device = torch.device(devices[0]) if devices else torch.device("cpu")
+        for cell in cells:
+            for item in run_cell(cell, inputs, device):
+                record(item)
+    else:
+        from audit.executors import run_cells_in_processes
+
+        run_cells_in_processes(cells, inputs, devices, record)
     progress.close()
     return outcome
 

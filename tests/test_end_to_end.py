@@ -88,3 +88,15 @@ def test_report_re_renders_from_results_alone(checkpoints, tmp_path) -> None:
     assert all("SYNTHETIC DATA" in page for page in pages), "every page carries the mark"
     assert "Illustrative: synthetic data" in pages[0]
     assert "Shortcut-susceptibility audit" in pages[0]
+
+
+def test_two_cpu_workers_give_the_same_results_as_one(checkpoints, tmp_path) -> None:
+    user, reference = checkpoints
+    outputs = []
+    for devices in ("cpu", "cpu,cpu"):
+        out = tmp_path / devices.replace(",", "-")
+        args = [*check_args(user, reference, out, tmp_path / "cache"), "--device", devices]
+        assert cli.main([*args, "--deterministic"]) in (0, 1, 3)
+        outputs.append(json.loads((out / "results.json").read_text()))
+    assert outputs[0]["auc"] == outputs[1]["auc"]
+    assert outputs[0]["verdict"] == outputs[1]["verdict"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
@@ -61,6 +61,13 @@ class Confounder:
         object.__setattr__(self, "presets", MappingProxyType(frozen))
         for preset, values in self.presets.items():
             self._reject_unknown(values, f"preset {preset!r}")
+
+    def __reduce__(self) -> tuple:
+        """Picklable (read-only mappings are not), so worker processes receive confounders."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["defaults"] = dict(self.defaults)
+        values["presets"] = {k: dict(v) for k, v in self.presets.items()}
+        return (_rebuild, (values,))
 
     def resolve_params(
         self, overrides: Mapping[str, Any] | None = None, preset: str | None = None
@@ -233,3 +240,7 @@ def _checked_output(conf: Confounder, image: np.ndarray, shape: tuple[int, ...])
             f"confounder {conf.name!r} returned {image.dtype} {image.shape}; expected uint8 {shape}"
         )
     return image
+
+
+def _rebuild(values: dict[str, Any]) -> Confounder:
+    return Confounder(**values)

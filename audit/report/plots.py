@@ -1,44 +1,180 @@
-"""Vector plots for the report, in the report's fixed colours."""
+"""Vector plots for the report: fixed colours per model role, byte-stable SVG output.
+
+The figure is built on a bare ``matplotlib.figure.Figure`` (no pyplot, no global backend switch),
+and saved under an ``rc_context`` that fixes the SVG id salt and drops the date, so the same
+results always give the same SVG and hence the same PDF.
+"""
 
 from __future__ import annotations
 
 import io
-from typing import Any
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-ROLE_COLOURS = {"user": "#c0392b", "reference": "#1f5fa8", "random-init": "#7f8c8d"}
+# Okabe-Ito colours: distinguishable with the common colour-vision deficiencies; markers and line
+# styles differ too, so a greyscale print still tells the models apart.
+ROLE_COLOURS = {"user": "#D55E00", "reference": "#0072B2", "random-init": "#6E6E6E"}
 ROLE_LABELS = {"user": "audited model", "reference": "reference", "random-init": "random init"}
+ROLE_MARKERS = {"user": "o", "reference": "s", "random-init": "^"}
+SET_LABELS = {"ood": "o.o.d.", "iid": "i.i.d.", "clean": "clean"}
+GAP_COLOUR = "#444444"
+MARGIN_COLOUR = "#B8860B"
+_SVG_RC = {"svg.hashsalt": "medaudit-report", "svg.fonttype": "path", "font.size": 7.5}
 
 
-def auc_curves_svg(confounder_auc: dict[str, Any], levels: list[float], title: str) -> str:
-    """o.o.d. (solid) and i.i.d. (dashed) AUC against correlation level, mean +- sd over folds."""
-    import matplotlib
+@dataclass(frozen=True)
+class Series:
+    """One model's AUC on one test set against level; ``low``/``high`` bound the band, if any."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    role: str
+    test_set: str
+    mean: tuple[float | None, ...]
+    low: tuple[float | None, ...] | None = None
+    high: tuple[float | None, ...] | None = None
 
-    plt.rcParams["svg.fonttype"] = "path"
-    fig, ax = plt.subplots(figsize=(5.2, 3.0))
-    for role, sets in confounder_auc.items():
-        colour = ROLE_COLOURS.get(role, "black")
-        for set_name, style in (("ood", "-"), ("iid", "--")):
-            if set_name not in sets:
-                continue
-            mean = [m if m is not None else float("nan") for m in sets[set_name]["mean"]]
-            sd = [s if s is not None else 0.0 for s in sets[set_name]["sd"]]
-            label = f"{ROLE_LABELS.get(role, role)}, {'o.o.d.' if set_name == 'ood' else 'i.i.d.'}"
-            ax.plot(levels, mean, style, color=colour, marker="o", markersize=3, label=label)
-            low = [m - s for m, s in zip(mean, sd, strict=True)]
-            high = [m + s for m, s in zip(mean, sd, strict=True)]
-            ax.fill_between(levels, low, high, color=colour, alpha=0.12, linewidth=0)
-    ax.axhline(0.5, color="#999999", linewidth=0.8, linestyle=":")
-    ax.set_xlabel("correlation level p (fraction of positives carrying the confounder)")
+
+@dataclass(frozen=True)
+class GapSeries:
+    """The per-level shortcut gap (reference - audited o.o.d. AUC) with its bootstrap interval."""
+
+    levels: tuple[float, ...]
+    estimate: tuple[float | None, ...]
+    low: tuple[float | None, ...]
+    high: tuple[float | None, ...]
+    margin: float | None
+
+
+def _nan(values: Sequence[float | None]) -> list[float]:
+    return [math.nan if v is None else float(v) for v in values]
+
+
+def _clipped(values: Sequence[float | None]) -> list[float]:
+    """An AUC band never leaves [0, 1], even when mean +- s.d. would."""
+    return [min(1.0, max(0.0, v)) if math.isfinite(v) else v for v in _nan(values)]
+
+
+def _tick_labels(levels: Sequence[float], min_gap: float) -> list[str]:
+    """Label a level only if it is ``min_gap`` away from the last labelled one (and label 0 and 1)."""
+    labels, last = [], None
+    for i, level in enumerate(levels):
+        is_last = i == len(levels) - 1
+        if last is None or level - last >= min_gap or is_last:
+            if is_last and labels and last is not None and level - last < min_gap:
+                labels[-1] = ""  # keep the end of the axis, drop the crowded one before it
+            labels.append(f"{level:g}")
+            last = level
+        else:
+            labels.append("")
+    return labels
+
+
+def _draw_auc_panel(ax, levels: Sequence[float], series: Sequence[Series], title: str) -> None:
+    for s in series:
+        colour = ROLE_COLOURS.get(s.role, "black")
+        style = {"ood": "-", "iid": "-", "clean": ":"}.get(s.test_set, "-")
+        ax.plot(
+            levels,
+            _nan(s.mean),
+            style,
+            color=colour,
+            marker=ROLE_MARKERS.get(s.role, "o"),
+            markersize=3.2,
+            linewidth=1.3,
+        )
+        if s.low is not None and s.high is not None:
+            ax.fill_between(
+                levels, _clipped(s.low), _clipped(s.high), color=colour, alpha=0.15, linewidth=0
+            )
+    ax.axhline(0.5, color="#999999", linewidth=0.8, linestyle="--")
+    ax.set_ylim(0.0, 1.02)
     ax.set_ylabel("AUC")
-    ax.set_ylim(0, 1.02)
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="lower left", frameon=False)
-    ax.grid(alpha=0.25)
-    fig.tight_layout()
-    buffer = io.StringIO()
-    fig.savefig(buffer, format="svg")
-    plt.close(fig)
+    _finish_axes(ax, levels, title)
+
+
+def _draw_gap_panel(ax, gap: GapSeries) -> None:
+    levels = list(gap.levels)
+    ax.plot(levels, _nan(gap.estimate), "-", color=GAP_COLOUR, marker="D", markersize=3)
+    ax.fill_between(levels, _nan(gap.low), _nan(gap.high), color=GAP_COLOUR, alpha=0.15, lw=0)
+    ax.axhline(0.0, color="#999999", linewidth=0.8, linestyle="--")
+    if gap.margin is not None:
+        ax.axhline(gap.margin, color=MARGIN_COLOUR, linewidth=1.1, linestyle="-.")
+    values = [v for v in (*gap.low, *gap.high, gap.margin or 0.0) if v is not None]
+    top = max([0.1, *values]) + 0.05
+    bottom = min([-0.1, *values]) - 0.05
+    ax.set_ylim(max(-1.0, bottom), min(1.0, top))
+    ax.set_ylabel("reference - audited AUC")
+    _finish_axes(ax, levels, "shortcut gap per level (o.o.d.)")
+
+
+def _finish_axes(ax, levels: Sequence[float], title: str) -> None:
+    ax.set_xlabel("correlation level p")
+    span = (max(levels) - min(levels)) or 1.0
+    ax.set_xticks(list(levels))
+    ax.set_xticklabels(_tick_labels(sorted(levels), 0.15 * span))
+    ax.set_xlim(min(levels) - 0.05, max(levels) + 0.05)
+    ax.set_title(title, fontsize=8)
+    ax.grid(alpha=0.25, linewidth=0.5)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def _legend_handles(series: Sequence[Series], gap: GapSeries | None):
+    from matplotlib.lines import Line2D
+
+    handles = []
+    for role in dict.fromkeys(s.role for s in series):
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color=ROLE_COLOURS.get(role, "black"),
+                marker=ROLE_MARKERS.get(role, "o"),
+                markersize=3.5,
+                label=ROLE_LABELS.get(role, role),
+            )
+        )
+    if any(s.test_set == "clean" for s in series):
+        handles.append(Line2D([], [], color="#555555", linestyle=":", label="clean test set"))
+    handles.append(
+        Line2D([], [], color="#999999", linestyle="--", label="chance (AUC 0.5) / gap 0")
+    )
+    if gap is not None and gap.margin is not None:
+        handles.append(
+            Line2D([], [], color=MARGIN_COLOUR, linestyle="-.", label=f"margin {gap.margin:g}")
+        )
+    return handles
+
+
+def confounder_figure_svg(
+    levels: Sequence[float], series: Sequence[Series], gap: GapSeries | None
+) -> str:
+    """o.o.d. AUC, i.i.d. (and clean) AUC, and the per-level gap against level, as one SVG."""
+    import matplotlib
+    from matplotlib.backends.backend_svg import FigureCanvasSVG
+    from matplotlib.figure import Figure
+
+    panels = 3 if gap is not None else 2
+    with matplotlib.rc_context(_SVG_RC):
+        fig = Figure(figsize=(7.0, 2.4))
+        FigureCanvasSVG(fig)
+        axes = fig.subplots(1, panels)
+        ood = [s for s in series if s.test_set == "ood"]
+        iid = [s for s in series if s.test_set in ("iid", "clean")]
+        _draw_auc_panel(axes[0], levels, ood, "o.o.d. AUC (correlation reversed)")
+        _draw_auc_panel(axes[1], levels, iid, "i.i.d. AUC (built like training)")
+        if gap is not None:
+            _draw_gap_panel(axes[2], gap)
+        handles = _legend_handles(series, gap)
+        fig.legend(
+            handles=handles,
+            loc="lower center",
+            ncol=len(handles),
+            frameon=False,
+            fontsize=7,
+            handlelength=2.2,
+        )
+        fig.tight_layout(rect=(0, 0.09, 1, 1), w_pad=1.6)
+        buffer = io.StringIO()
+        fig.savefig(buffer, format="svg", metadata={"Date": None})
     return buffer.getvalue()

@@ -1,14 +1,26 @@
-"""Render results.json to a PDF with Jinja2 and WeasyPrint; the numbers come from results only."""
+"""Render results.json to an archival PDF: Jinja2 templates, WeasyPrint, numbers from results only."""
 
 from __future__ import annotations
 
-import base64
+import json
+import logging
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from markupsafe import Markup, escape
+
 from audit.atomic import atomic_write_bytes
-from audit.report.plots import ROLE_COLOURS, ROLE_LABELS, auc_curves_svg
+from audit.report.context import NOT_RECORDED, report_context
+from audit.report.pdfa import (
+    render_time,
+    results_attachment,
+    results_bytes,
+    sha256_hex,
+    w3c_utc,
+    write_pdf_bytes,
+)
 
 
 def templates_dir() -> Path:
@@ -19,62 +31,62 @@ def templates_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "templates"
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
+def css_string(value: Any) -> Markup:
+    """A value as a quoted CSS string, for the page margin boxes set in the template's <style>."""
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+    text = text.replace("<", "\\3C ").replace(">", "\\3E ")
+    return Markup(f'"{text}"')
 
 
-def report_context(results: dict[str, Any]) -> dict[str, Any]:
-    levels = results["protocol"]["levels"]
-    sections = []
-    for conf in results["protocol"]["confounders"]:
-        auc = results["auc"].get(conf["name"], {})
-        svg = auc_curves_svg(auc, levels, f"{conf['name']} ({conf['category']})") if auc else ""
-        sections.append(
-            {
-                "confounder": conf,
-                "auc": auc,
-                "plot": "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
-                if svg
-                else None,
-            }
-        )
-    verdict_rows = {
-        row["confounder"]: row for row in (results.get("verdict") or {}).get("per_confounder", [])
-    }
-    return {
-        "r": results,
-        "levels": levels,
-        "sections": sections,
-        "verdicts": verdict_rows,
-        "fmt": _fmt,
-        "role_colours": ROLE_COLOURS,
-        "role_labels": ROLE_LABELS,
-    }
+def cell(value: Any) -> Markup:
+    """A table value; the not-recorded marker is set apart so a reader sees the gap."""
+    if value == NOT_RECORDED:
+        return Markup('<span class="gap">') + escape(NOT_RECORDED) + Markup("</span>")
+    return escape(value)
 
 
-def render_html(results: dict[str, Any]) -> str:
+def _environment():
     import jinja2
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
         undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
-    return env.get_template("report.html.j2").render(**report_context(results))
+    env.filters["css_string"] = css_string
+    env.filters["cell"] = cell
+    return env
 
 
-def render_report(results: dict[str, Any], path: Path) -> Path:
-    """Write the PDF atomically; WeasyPrint is imported only here."""
-    import logging
+def render_html(
+    results: Mapping[str, Any], *, results_sha256: str | None = None, rendered_utc: str = ""
+) -> str:
+    sha = results_sha256 or sha256_hex(results_bytes(results))
+    context = report_context(results, results_sha256=sha, rendered_utc=rendered_utc)
+    return _environment().get_template("report.html.j2").render(**context)
 
-    import weasyprint
 
-    logging.getLogger("weasyprint").setLevel(logging.ERROR)
-    logging.getLogger("fontTools").setLevel(logging.ERROR)
-    html = weasyprint.HTML(string=render_html(results), base_url=str(templates_dir()))
-    atomic_write_bytes(Path(path), html.write_pdf())
+def render_pdf(results: Mapping[str, Any], *, results_json: bytes | None = None) -> bytes:
+    """The PDF/A-3b bytes; ``results_json`` (the file's exact bytes) is embedded when given.
+
+    Without it, the results are serialised exactly as the pipeline writes results.json. Either
+    way the embedded file must decode to the results being rendered.
+    """
+    payload = results_bytes(results) if results_json is None else bytes(results_json)
+    if json.loads(payload) != json.loads(results_bytes(results)):
+        raise ValueError("results_json does not hold the results being rendered")
+    moment = render_time()
+    html = render_html(results, results_sha256=sha256_hex(payload), rendered_utc=w3c_utc(moment))
+    for name in ("weasyprint", "fontTools"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    return write_pdf_bytes(html, str(templates_dir()), results_attachment(results, payload, moment))
+
+
+def render_report(
+    results: Mapping[str, Any], path: Path, *, results_json: bytes | None = None
+) -> Path:
+    """Write the PDF atomically. Pass ``results_json`` when re-rendering a results.json file."""
+    atomic_write_bytes(Path(path), render_pdf(results, results_json=results_json))
     return Path(path)

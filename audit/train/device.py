@@ -14,6 +14,27 @@ def pick_device(requested: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def parse_devices(requested: str | None) -> list[str]:
+    """``cuda:0,cuda:1`` or ``cpu,cpu`` -> one worker per entry; None -> the best single device."""
+    if not requested:
+        return [pick_device().type]
+    devices = [d.strip() for d in requested.split(",") if d.strip()]
+    for name in devices:
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            from audit.errors import UsageError
+
+            raise UsageError(
+                f"--device {name!r} is not a torch device; use e.g. cpu, cuda, cuda:1"
+            ) from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            from audit.errors import UsageError
+
+            raise UsageError(f"--device {name!r}: no CUDA device is available on this machine")
+    return devices
+
+
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA; full precision on the CPU, where bf16 is slower on most machines."""
     if device.type == "cuda":

@@ -1,0 +1,68 @@
+"""Where runs go when one device is not enough: one worker process per local device.
+
+Workers receive the audit's inputs once, at start-up, then whole cells (all models of one
+confounder x level x fold), so each cell is confounded once. Results come back to the driver,
+which alone writes the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+import torch
+
+from audit.plan import RunSpec
+from audit.runner import AuditInputs, RunFailure, run_cell
+from audit.train.engine import RunResult
+
+log = logging.getLogger(__name__)
+
+_worker: dict[str, Any] = {}  # per worker process: its inputs and device, set once at start-up
+
+
+def _start_worker(inputs: AuditInputs, devices: Any, threads: int) -> None:
+    _worker["inputs"] = inputs
+    _worker["device"] = torch.device(devices.get())
+    torch.set_num_threads(threads)
+
+
+def _work(cell: list[RunSpec]) -> list[RunResult | RunFailure]:
+    return run_cell(cell, _worker["inputs"], _worker["device"])
+
+
+def threads_per_worker(devices: Sequence[str]) -> int:
+    cpu_workers = sum(1 for d in devices if d.startswith("cpu"))
+    return max(1, (os.cpu_count() or 1) // max(1, cpu_workers))
+
+
+def run_cells_in_processes(
+    cells: Sequence[list[RunSpec]],
+    inputs: AuditInputs,
+    devices: Sequence[str],
+    record: Callable[[RunResult | RunFailure], None],
+) -> None:
+    """Cells to worker processes (spawned: safe with CUDA); a dead worker fails its runs only."""
+    context = multiprocessing.get_context("spawn")
+    device_queue = context.Manager().Queue()
+    for device in devices:
+        device_queue.put(device)
+    with ProcessPoolExecutor(
+        max_workers=len(devices), mp_context=context, initializer=_start_worker,
+        initargs=(inputs, device_queue, threads_per_worker(devices)),
+    ) as pool:  # fmt: skip
+        futures = {pool.submit(_work, cell): cell for cell in cells}
+        for future in as_completed(futures):
+            try:
+                items = future.result()
+            except BrokenProcessPool as exc:
+                items = [
+                    RunFailure(spec.key, f"worker process died: {exc}") for spec in futures[future]
+                ]
+            for item in items:
+                record(item)

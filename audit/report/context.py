@@ -1,0 +1,711 @@
+"""From results.json to what the templates show: formatted, in order, with gaps marked.
+
+Every value the report prints comes from the results dict handed in; nothing is recomputed or
+re-decided here. A key the audit did not record is shown as :data:`NOT_RECORDED`, never guessed.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from audit.report.plots import (
+    ROLE_COLOURS,
+    ROLE_LABELS,
+    SET_LABELS,
+    GapSeries,
+    Series,
+    confounder_figure_svg,
+)
+
+NOT_RECORDED = "not recorded in this audit"
+STUDY_LEVELS = (0.0, 0.1, 0.2, 0.5, 0.8, 1.0)
+STUDY_FOLDS = 5
+TEST_SETS = ("ood", "iid", "clean")
+CATEGORY_NOTE = (
+    "MICCAT working categories: the study's own category names are not public, so medaudit "
+    "groups confounders by where they enter the imaging context."
+)
+TRAIN_LABELS = {
+    "epochs": "epochs (maximum)",
+    "batch_size": "batch size",
+    "lr": "learning rate",
+    "weight_decay": "weight decay",
+    "patience": "early-stopping patience (epochs)",
+    "dropout": "dropout before the new head",
+    "input_size": "input size (px)",
+    "normalize": "input normalisation",
+    "augment": "augmentation",
+    "rotation_deg": "rotation (degrees)",
+    "shift_fraction": "shift (fraction)",
+    "shear_deg": "shear (degrees)",
+    "zoom_fraction": "zoom (fraction)",
+    "max_steps_per_epoch": "steps per epoch (cap)",
+    "deterministic": "deterministic algorithms",
+}
+
+
+# ----------------------------------------------------------------------------------- formatting
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def fmt_auc(value: Any) -> str:
+    number = _number(value)
+    return "n/a" if number is None else f"{number:.3f}"
+
+
+def fmt_signed(value: Any) -> str:
+    number = _number(value)
+    return "n/a" if number is None else f"{number:+.3f}"
+
+
+def fmt_p(value: Any) -> str:
+    number = _number(value)
+    return "n/a" if number is None else f"{number:.3f}"
+
+
+def fmt_level(value: Any) -> str:
+    number = _number(value)
+    return "n/a" if number is None else f"{number:g}"
+
+
+def fmt_interval(low: Any, high: Any) -> str:
+    if _number(low) is None or _number(high) is None:
+        return "n/a"
+    return f"[{fmt_signed(low)}, {fmt_signed(high)}]"
+
+
+def fmt_breaking_point(value: Any) -> str:
+    number = _number(value)
+    return "not reached" if number is None else f"p = {number:g}"
+
+
+def fmt_value(value: Any) -> str:
+    """A protocol or environment value as a reader expects it: lists joined, booleans in words."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(fmt_value(v) for v in value) if value else "none"
+    if isinstance(value, dict):
+        return "; ".join(f"{k} = {fmt_value(v)}" for k, v in value.items()) if value else "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _get(mapping: Any, *keys: str) -> Any:
+    """Nested lookup that returns None where any key along the way is absent."""
+    for key in keys:
+        if not isinstance(mapping, Mapping) or key not in mapping:
+            return None
+        mapping = mapping[key]
+    return mapping
+
+
+def _or_gap(value: Any) -> str:
+    return NOT_RECORDED if value is None or value == {} else fmt_value(value)
+
+
+def _pct(confidence: Any) -> str:
+    number = _number(confidence)
+    return "n/a" if number is None else f"{number * 100:g} %"
+
+
+# ---------------------------------------------------------------------------------- the verdict
+
+OVERALL_TEXT = {
+    "pass": (
+        "For every confounder tested, the shortcut gap's interval lies below the margin: under "
+        "this protocol the audited model's pretraining leans on the planted shortcuts no more "
+        "than the reference's, up to the margin."
+    ),
+    "fail": (
+        "For at least one confounder the shortcut gap's interval lies above the margin: under "
+        "this protocol the audited model's o.o.d. AUC falls further than the reference's, by "
+        "more than the margin."
+    ),
+    "inconclusive": (
+        "No confounder fails, but for at least one the interval contains the margin: the data "
+        "cannot tell whether the gap exceeds it. More test cases narrow the interval."
+    ),
+}
+
+
+def overall(results: Mapping[str, Any]) -> dict[str, str]:
+    verdict = results.get("verdict")
+    status = results["status"]
+    if verdict:
+        return {
+            "verdict": verdict["overall"],
+            "headline": f"Overall verdict: {verdict['overall'].upper()}",
+            "explanation": OVERALL_TEXT.get(verdict["overall"], ""),
+        }
+    if not status["complete"]:
+        return {
+            "verdict": "none",
+            "headline": "No verdict: the audit is incomplete",
+            "explanation": (
+                f"{status['runs_failed']} of {status['runs_total']} runs failed or are missing. "
+                "An incomplete audit decides nothing; run the same command again to resume."
+            ),
+        }
+    return {
+        "verdict": "none",
+        "headline": "No verdict",
+        "explanation": "No reference model took part, so there is no shortcut gap to judge.",
+    }
+
+
+def verdict_rows(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Confounder name -> the verdict's row, formatted; empty when there is no verdict."""
+    rows = {}
+    for row in (results.get("verdict") or {}).get("per_confounder", []):
+        gap = row.get("gap", {})
+        rows[row["confounder"]] = {
+            "verdict": row["verdict"],
+            "estimate": fmt_signed(gap.get("estimate")),
+            "interval": fmt_interval(gap.get("ci_low"), gap.get("ci_high")),
+            "confidence": _pct(gap.get("confidence")),
+            "breaking_point": fmt_breaking_point(row.get("breaking_point")),
+            "p_fail": fmt_p(row.get("p_fail")),
+            "p_pass": fmt_p(row.get("p_pass")),
+            "p_fail_adjusted": fmt_p(row.get("p_fail_adjusted")),
+            "p_pass_adjusted": fmt_p(row.get("p_pass_adjusted")),
+            "margin": fmt_signed(row.get("margin")),
+            "counted_levels": ", ".join(fmt_level(v) for v in row.get("counted_levels", [])),
+            "method": gap.get("method", NOT_RECORDED),
+            "n_resamples": fmt_value(gap.get("n_resamples")),
+            "seed": fmt_value(gap.get("seed")),
+            "n_positive": fmt_value(gap.get("n_positive")),
+            "n_negative": fmt_value(gap.get("n_negative")),
+            "reason": row.get("reason", ""),
+        }
+    return rows
+
+
+def thresholds(results: Mapping[str, Any]) -> dict[str, str]:
+    declared = dict(results["thresholds"])
+    declared.update((results.get("verdict") or {}).get("thresholds") or {})
+    counted = declared.get("counted_levels")
+    return {
+        "margin": fmt_signed(declared.get("margin")),
+        "alpha": fmt_value(declared.get("alpha")),
+        "confidence": _pct(1 - declared["alpha"]) if _number(declared.get("alpha")) else "n/a",
+        "counted_levels": "every level run"
+        if not counted
+        else ", ".join(fmt_level(v) for v in counted),
+        "n_resamples": fmt_value(declared.get("n_resamples")),
+        "seed": _or_gap(declared.get("seed")),
+        "breaking_auc": _or_gap(declared.get("breaking_auc")),
+    }
+
+
+# ---------------------------------------------------------------------------------- provenance
+
+
+def _model_by_role(results: Mapping[str, Any], role: str) -> Mapping[str, Any] | None:
+    return next((m for m in results["models"] if m["role"] == role), None)
+
+
+def model_summary(model: Mapping[str, Any] | None) -> str:
+    if model is None:
+        return "none took part"
+    return f"{model['display_name']} ({model['arch']}, {model['format']}; sha256 {model['sha256'][:12]}...)"
+
+
+def _trust_text(model: Mapping[str, Any]) -> str:
+    flags = model.get("trust_flags")
+    if not isinstance(flags, Mapping):
+        return NOT_RECORDED
+    used = [name for name, on in flags.items() if on]
+    return ("used: " + ", ".join(used)) if used else "none (no code in the checkpoint was run)"
+
+
+def models(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for model in results["models"]:
+        role = model["role"]
+        rows = [
+            ("name", model["display_name"]),
+            ("architecture", model["arch"]),
+            ("file format", model["format"]),
+            ("preprocessing of its pretraining", model["preprocessing"]),
+            ("SHA-256 of the weights file", model["sha256"]),
+            ("trust flags", _trust_text(model)),
+        ]
+        if model.get("notes"):
+            rows.append(("loading notes", fmt_value(model["notes"])))
+        out.append(
+            {
+                "role": role,
+                "label": ROLE_LABELS.get(role, role),
+                "colour": ROLE_COLOURS.get(role, "#000000"),
+                "rows": rows,
+            }
+        )
+    return out
+
+
+def budget(results: Mapping[str, Any]) -> str:
+    value = results.get("budget")
+    if isinstance(value, Mapping):
+        value = value.get("tier") or value.get("name")
+    return NOT_RECORDED if not value else str(value)
+
+
+def _split_row(name: str, counts: Mapping[str, Any]) -> dict[str, str]:
+    cases, positives = counts.get("cases"), counts.get("positives")
+    negatives = cases - positives if isinstance(cases, int) and isinstance(positives, int) else None
+    by_sex = counts.get("by_sex")
+    return {
+        "split": name,
+        "cases": _or_gap(cases),
+        "positives": _or_gap(positives),
+        "negatives": _or_gap(negatives),
+        "patients": _or_gap(counts.get("patients")),
+        "by_sex": NOT_RECORDED if not isinstance(by_sex, Mapping) else fmt_value(dict(by_sex)),
+    }
+
+
+def data(results: Mapping[str, Any]) -> dict[str, Any]:
+    d = results["data"]
+    splits = d.get("splits") or {}
+    table = []
+    for i, fold in enumerate(splits.get("folds", [])):
+        for part in ("train", "val"):
+            if part in fold:
+                table.append(_split_row(f"fold {i + 1} {part}", fold[part]))
+    if "test" in splits:
+        table.append(_split_row("test (shared by all folds)", splits["test"]))
+    excluded = d.get("excluded")
+    if excluded is None:
+        excluded_text = NOT_RECORDED
+    elif not excluded:
+        excluded_text = "none"
+    else:
+        excluded_text = "; ".join(f"{reason}: {count}" for reason, count in excluded.items())
+    rows = [
+        ("source", d["source"] + (" (synthetic phantom images)" if d["synthetic"] else "")),
+        ("modality", {"cxr": "chest X-ray", "ct": "CT"}.get(d["modality"], d["modality"])),
+        ("images / patients", f"{d['n_cases']} images of {d['n_patients']} patients"),
+        ("image size (px)", _or_gap(d.get("image_size"))),
+        ("manifest hash", d["manifest_hash"]),
+        ("excluded / quarantined files", excluded_text),
+    ]
+    return {"rows": rows, "splits": table}
+
+
+def protocol(results: Mapping[str, Any]) -> dict[str, Any]:
+    p = results["protocol"]
+    rows = [
+        ("correlation levels p", ", ".join(fmt_level(v) for v in p["levels"])),
+        ("folds (patient-level train / val)", str(p["folds"])),
+        ("validation fraction", _or_gap(p.get("val_fraction"))),
+        ("test fraction", _or_gap(p.get("test_fraction"))),
+        ("protocol seed", str(p["seed"])),
+    ]
+    train = [
+        (TRAIN_LABELS.get(k, k.replace("_", " ")), fmt_value(v)) for k, v in p["train"].items()
+    ]
+    confs = [
+        {
+            "name": c["name"],
+            "category": c["category"],
+            "kind": c["kind"],
+            "description": c["description"],
+            "params": fmt_value(c["params"]) if c["params"] else "none",
+        }
+        for c in p["confounders"]
+    ]
+    return {"rows": rows, "train": train, "confounders": confs}
+
+
+# ------------------------------------------------------------------------- per-confounder results
+
+
+def _band(entry: Mapping[str, Any]) -> tuple[tuple | None, tuple | None, str]:
+    """The interval drawn around a mean AUC, and what it is."""
+    if entry.get("ci_low") is not None and entry.get("ci_high") is not None:
+        return tuple(entry["ci_low"]), tuple(entry["ci_high"]), "bootstrap interval"
+    means, sds = entry.get("mean", []), entry.get("sd", [])
+    if sds and any(_number(s) is not None for s in sds):
+        low = tuple(
+            None if _number(m) is None or _number(s) is None else m - s
+            for m, s in zip(means, sds, strict=True)
+        )
+        high = tuple(
+            None if _number(m) is None or _number(s) is None else m + s
+            for m, s in zip(means, sds, strict=True)
+        )
+        return low, high, "mean \u00b1 1 s.d. over folds (clipped to [0, 1])"
+    return None, None, "none (one fold: no spread to show)"
+
+
+def _roles(auc: Mapping[str, Any]) -> list[str]:
+    """Roles in the report's fixed order: audited model, reference, random init, then any other."""
+    known = [role for role in ROLE_COLOURS if role in auc]
+    return known + sorted(set(auc) - set(ROLE_COLOURS))
+
+
+def _series(auc: Mapping[str, Any]) -> tuple[list[Series], set[str]]:
+    series, bands = [], set()
+    for role in _roles(auc):
+        for test_set in TEST_SETS:
+            entry = _get(auc, role, test_set)
+            if entry is None:
+                continue
+            low, high, kind = _band(entry)
+            bands.add(kind)
+            series.append(Series(role, test_set, tuple(entry["mean"]), low, high))
+    return series, bands
+
+
+def _gap_series(row: Mapping[str, Any] | None) -> GapSeries | None:
+    gap = (row or {}).get("gap") or {}
+    levels = (row or {}).get("counted_levels")
+    if not levels or len(gap.get("per_level_gap", [])) != len(levels):
+        return None
+    return GapSeries(
+        tuple(levels),
+        tuple(gap["per_level_gap"]),
+        tuple(gap.get("per_level_ci_low") or [None] * len(levels)),
+        tuple(gap.get("per_level_ci_high") or [None] * len(levels)),
+        _number(row.get("margin")),
+    )
+
+
+def _svg_data_url(svg: str) -> str:
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
+
+
+def _spread(entry: Mapping[str, Any], i: int) -> str:
+    """The second line of an AUC cell: its interval when recorded, else +- its s.d. over folds."""
+    low, high = _get(entry, "ci_low"), _get(entry, "ci_high")
+    if low is not None and high is not None and i < len(low) and _number(low[i]) is not None:
+        return f"[{fmt_auc(low[i])}, {fmt_auc(high[i])}]"
+    sds = entry.get("sd") or []
+    return f"\u00b1 {sds[i]:.3f}" if i < len(sds) and _number(sds[i]) is not None else ""
+
+
+def _auc_table(auc: Mapping[str, Any], n_levels: int) -> list[dict[str, Any]]:
+    rows = []
+    for role in _roles(auc):
+        for test_set in TEST_SETS:
+            entry = _get(auc, role, test_set)
+            if entry is None:
+                continue
+            cells = [
+                {
+                    "mean": fmt_auc(entry["mean"][i] if i < len(entry["mean"]) else None),
+                    "spread": _spread(entry, i),
+                }
+                for i in range(n_levels)
+            ]
+            rows.append(
+                {
+                    "role": role,
+                    "label": ROLE_LABELS.get(role, role),
+                    "colour": ROLE_COLOURS.get(role, "#000000"),
+                    "test_set": SET_LABELS[test_set],
+                    "cells": cells,
+                }
+            )
+    return rows
+
+
+def _level_index(levels: Sequence[float], level: Any) -> int | None:
+    number = _number(level)
+    if number is None:
+        return None
+    return next((i for i, lv in enumerate(levels) if abs(lv - number) < 1e-9), None)
+
+
+def _p_list(values: Any) -> str:
+    if values is None:
+        return NOT_RECORDED
+    if isinstance(values, list | tuple):
+        return ", ".join(fmt_p(v) for v in values) if values else NOT_RECORDED
+    return fmt_p(values)
+
+
+def _stats_table(
+    name: str, results: Mapping[str, Any], row: Mapping[str, Any] | None
+) -> list[dict[str, str]]:
+    """One row per level: both models' o.o.d. AUC, the gap with its interval, paired tests."""
+    levels = results["protocol"]["levels"]
+    auc = results["auc"].get(name, {})
+    user_ood = _get(auc, "user", "ood", "mean") or []
+    ref_ood = _get(auc, "reference", "ood", "mean") or []
+    gap = (row or {}).get("gap") or {}
+    counted = (row or {}).get("counted_levels") or []
+    tests = {}
+    for entry in (results.get("statistics") or {}).get(name, []):
+        index = _level_index(levels, entry.get("level"))
+        if index is not None:
+            tests[index] = entry
+    table = []
+    for i, level in enumerate(levels):
+        k = _level_index(counted, level)
+        test = tests.get(i, {})
+        table.append(
+            {
+                "level": fmt_level(level),
+                "counted": "yes" if k is not None else "no",
+                "user": fmt_auc(user_ood[i] if i < len(user_ood) else None),
+                "reference": fmt_auc(ref_ood[i] if i < len(ref_ood) else None),
+                "gap": fmt_signed(gap["per_level_gap"][k]) if k is not None else "",
+                "gap_ci": fmt_interval(gap["per_level_ci_low"][k], gap["per_level_ci_high"][k])
+                if k is not None and "per_level_ci_low" in gap
+                else "",
+                "delong": _p_list(test.get("delong_p")),
+                "delong_adjusted": _p_list(test.get("delong_p_adjusted")),
+                "permutation": _p_list(test.get("permutation_p")),
+                "permutation_adjusted": _p_list(test.get("permutation_p_adjusted")),
+            }
+        )
+    return table
+
+
+def _example(results: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+    example = (results.get("examples") or {}).get(name)
+    if not isinstance(example, Mapping) or not example.get("clean"):
+        return None
+    png = "data:image/png;base64,"
+    return {
+        "clean": png + example["clean"],
+        "confounded": png + example["confounded"],
+        "difference": png + example["difference"] if example.get("difference") else None,
+        "gain": fmt_value(example.get("difference_gain")),
+        "source": "synthetic phantom" if example.get("synthetic", True) else "the audited data",
+        "image_size": _or_gap(example.get("image_size")),
+        "shown_size": _or_gap(example.get("shown_size")),
+    }
+
+
+def confounder_sections(
+    results: Mapping[str, Any], rows: Mapping[str, Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    levels = results["protocol"]["levels"]
+    verdict_by_name = {
+        r["confounder"]: r for r in (results.get("verdict") or {}).get("per_confounder", [])
+    }
+    sections = []
+    for conf in results["protocol"]["confounders"]:
+        name = conf["name"]
+        auc = results["auc"].get(name, {})
+        series, bands = _series(auc)
+        raw_row = verdict_by_name.get(name)
+        plot = None
+        if series:
+            plot = _svg_data_url(confounder_figure_svg(levels, series, _gap_series(raw_row)))
+        sections.append(
+            {
+                "name": name,
+                "category": conf["category"],
+                "kind": conf["kind"],
+                "description": conf["description"],
+                "params": fmt_value(conf["params"]) if conf["params"] else "none",
+                "has_clean_test": conf.get("has_clean_test", conf["kind"] == "pixel"),
+                "verdict": rows.get(name),
+                "plot": plot,
+                "bands": "; ".join(sorted(bands)) if bands else "none",
+                "example": _example(results, name),
+                "auc_table": _auc_table(auc, len(levels)),
+                "stats": _stats_table(name, results, raw_row),
+                "has_tests": bool((results.get("statistics") or {}).get(name)),
+            }
+        )
+    return sections
+
+
+# ----------------------------------------------------------------------------- the rest of it
+
+
+def limitations(results: Mapping[str, Any]) -> list[str]:
+    p, items = results["protocol"], []
+    if results["illustrative"]:
+        items.append(
+            "The data are synthetic phantom images and the models are small stand-ins: this "
+            "report demonstrates the tool and is no evidence about any model."
+        )
+    items.append(
+        "The verdict measures how the model's pretraining reacts to confounded fine-tuning under "
+        "this protocol. It says nothing about the shipped model's accuracy, calibration or "
+        "shortcuts on its own data, and nothing about confounders not listed here."
+    )
+    items.append(
+        "The interval of S comes from resampling test cases with the fine-tuned models fixed; "
+        "variation from fine-tuning itself enters only through the average over folds."
+    )
+    if p["folds"] < STUDY_FOLDS or len(p["levels"]) < len(STUDY_LEVELS):
+        items.append(
+            f"This audit ran {p['folds']} fold(s) and {len(p['levels'])} correlation level(s); "
+            f"the study's protocol uses {STUDY_FOLDS} folds and levels "
+            f"{', '.join(fmt_level(v) for v in STUDY_LEVELS)}."
+        )
+    if any(c["kind"] == "sampling" for c in p["confounders"]):
+        items.append(
+            "A sampling confounder (such as sex) changes which cases are drawn, not pixels, so it "
+            "has no clean test set and no example image."
+        )
+    items.append(CATEGORY_NOTE)
+    items.append(
+        "Descriptive per-level tests (DeLong, permutation) do not gate the verdict; where this "
+        f"audit did not record them the report says '{NOT_RECORDED}'."
+    )
+    items.append(
+        "The PDF is written as PDF/A-3b by WeasyPrint; its conformance has not been checked by an "
+        "independent PDF/A validator."
+    )
+    return items
+
+
+def _seconds(results: Mapping[str, Any]) -> str:
+    total = sum(r.get("seconds") or 0.0 for r in results.get("runs", []))
+    return f"{total:.1f} s of fine-tuning and evaluation over {len(results.get('runs', []))} runs"
+
+
+def reproducibility(
+    results: Mapping[str, Any], results_sha256: str, rendered_utc: str
+) -> dict[str, Any]:
+    env = results.get("environment") or {}
+    prov = results.get("provenance") or {}
+    status = results["status"]
+    commit = prov.get("tool_commit")
+    commit_text = NOT_RECORDED
+    if isinstance(commit, Mapping) and commit.get("commit"):
+        commit_text = f"{commit['commit']} ({commit.get('how', 'source unknown')})"
+    elif "tool_commit" in prov:
+        commit_text = "none (not installed from a checkout or a VCS URL)"
+    hardware = dict(prov.get("hardware") or {})
+    for key in ("device", "gpu", "cuda", "cudnn", "threads", "platform"):
+        if key in env:
+            hardware.setdefault(key, env[key])
+    determinism = {"train.deterministic": results["protocol"]["train"].get("deterministic")}
+    determinism.update(prov.get("determinism") or {})
+    rows = [
+        ("command", results.get("command") or NOT_RECORDED),
+        ("tool", f"{results['tool']['name']} {results['tool']['version']}"),
+        ("tool commit", commit_text),
+        ("python", prov.get("python") or env.get("python") or NOT_RECORDED),
+        ("audit id", results["audit_id"]),
+        ("results.json SHA-256", results_sha256),
+        ("audit finished (UTC)", results["created_utc"]),
+        ("audit started (UTC)", _or_gap(prov.get("started_utc"))),
+        ("report rendered (UTC)", rendered_utc),
+        (
+            "runs",
+            f"{status['runs_done']} of {status['runs_total']} finished, {status['runs_reused']} "
+            f"reused from an earlier invocation, {status['runs_failed']} failed",
+        ),
+        ("compute", _seconds(results)),
+        ("protocol seed", str(results["protocol"]["seed"])),
+        ("bootstrap seed", thresholds(results)["seed"]),
+    ]
+    return {
+        "rows": rows,
+        "libraries": sorted((prov.get("libraries") or {}).items()),
+        "hardware": [(k.replace("_", " "), fmt_value(v)) for k, v in hardware.items()],
+        "determinism": [(k, fmt_value(v)) for k, v in determinism.items()],
+        "has_libraries": bool(prov.get("libraries")),
+    }
+
+
+GLOSSARY = (
+    ("AUC", "Area under the ROC curve: the chance that a random positive case scores above a "
+     "random negative one. 0.5 is chance, 1 is perfect."),
+    ("correlation level p", "The fraction of positive training images that carry the "
+     "confounder; at p = 1 every positive does and no negative does."),
+    ("i.i.d. test set", "Built like training: positives carry the confounder with probability p."),
+    ("o.o.d. test set", "The correlation reversed: the confounder on every negative, on no "
+     "positive. A model that learned the shortcut scores below chance here."),
+    ("clean test set", "No confounder at all (pixel confounders only)."),
+    ("shortcut gap S", "Mean over the counted levels of (reference o.o.d. AUC - audited model "
+     "o.o.d. AUC), each model's per-case scores averaged over folds. Positive S: the audited "
+     "model loses more to the shortcut than the reference."),
+    ("margin", "The largest S tolerated, declared before the runs."),
+    ("alpha", "The error rate the verdict controls across confounders; intervals are at "
+     "confidence 1 - alpha."),
+    ("bootstrap interval", "The percentile interval of S over test-case resamples, stratified by "
+     "class and paired (the same resample for both models and every level)."),
+    ("Holm adjustment", "A step-down correction that keeps the family-wise error rate at alpha "
+     "across the confounders."),
+    ("breaking point", "The lowest correlation level at which the audited model's o.o.d. AUC "
+     "falls below the breaking AUC (chance); 'not reached' if it never does."),
+    ("DeLong test", "A paired test of two correlated AUCs on the same cases (descriptive here)."),
+    ("permutation test", "The study's paired test across folds, permutations enumerated exactly "
+     "(descriptive here)."),
+    ("MICCAT category", "Where a confounder enters the imaging context: patient, acquisition, "
+     "processing or annotation (working names)."),
+    ("reference", "A model pretrained on medical images (RadImageNet), fine-tuned side by side "
+     "with the audited model under the same protocol."),
+    ("random init", "The same architecture without pretraining, when run: a floor, not a target."),
+    ("manifest hash", "The identity of the data: the case list and a digest of every pixel."),
+    ("audit id", "A hash of every run specification of the audit."),
+    ("PDF/A-3b", "The archival PDF profile used for this file; results.json is embedded in it as "
+     "an associated file."),
+)  # fmt: skip
+
+
+def report_context(
+    results: Mapping[str, Any], *, results_sha256: str, rendered_utc: str
+) -> dict[str, Any]:
+    """Everything the templates show, derived from ``results`` only."""
+    rows = verdict_rows(results)
+    d = results["data"]
+    user, reference = _model_by_role(results, "user"), _model_by_role(results, "reference")
+    t = thresholds(results)
+    facts = [
+        ("audited model", model_summary(user)),
+        ("reference", model_summary(reference)),
+        (
+            "data",
+            f"{d['source']} ({d['modality']}): {d['n_cases']} images of {d['n_patients']} "
+            f"patients; manifest {d['manifest_hash']}",
+        ),
+        ("budget tier", budget(results)),
+        (
+            "protocol",
+            f"levels {', '.join(fmt_level(v) for v in results['protocol']['levels'])}; "
+            f"{results['protocol']['folds']} fold(s)",
+        ),
+        (
+            "declared in advance",
+            f"margin {t['margin']}, alpha {t['alpha']}, counted levels {t['counted_levels']}, "
+            f"{t['n_resamples']} bootstrap resamples",
+        ),
+        ("audit date (UTC)", results["created_utc"]),
+    ]
+    return {
+        "r": results,
+        "audit_id": results["audit_id"],
+        "sha256": results_sha256,
+        "rendered_utc": rendered_utc,
+        "illustrative": bool(results["illustrative"]),
+        "illustrative_note": results.get("illustrative_note") or "illustrative: synthetic data",
+        "overall": overall(results),
+        "rows": rows,
+        "thresholds": t,
+        "ci_note": (results.get("verdict") or {}).get("ci_note"),
+        "facts": facts,
+        "models": models(results),
+        "data": data(results),
+        "protocol": protocol(results),
+        "category_note": CATEGORY_NOTE,
+        "sections": confounder_sections(results, rows),
+        "limitations": limitations(results),
+        "repro": reproducibility(results, results_sha256, rendered_utc),
+        "glossary": GLOSSARY,
+        "not_recorded": NOT_RECORDED,
+        "role_colours": ROLE_COLOURS,
+        "role_labels": ROLE_LABELS,
+    }
