@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +25,23 @@ from audit.standins import PretrainRecipe, load_or_pretrain
 log = logging.getLogger(__name__)
 
 DEMO_IMAGE_SIZE = 64
+# Lesions 1.5x the phantom default: at 64 px and ~370 training images the default finding left
+# the small models near chance (clean AUC 0.55-0.75 at p = 0); at 1.5x they reach about 0.9.
+DEMO_LESION_CONTRAST = 1.5
 
 
 def demo_settings(quick: bool, deterministic: bool) -> Settings:
-    """The demo's reduced protocol: small images, a small model, 2 folds (5 in the study)."""
+    """The demo's reduced protocol: small images, a small model, 2 folds (5 in the study).
+
+    It trains a fixed 20 epochs (patience = epochs) and keeps the epoch with the best validation
+    loss: its validation sets (about 70 images) are too small for early stopping to be reliable,
+    and stopping at the first plateau left the models barely past chance on the finding.
+    """
     train = TrainSettings(
-        epochs=2 if quick else 12,
+        epochs=2 if quick else 20,
         batch_size=64,
-        lr=1e-3,
-        patience=3,
+        lr=2e-3,
+        patience=20,
         input_size=DEMO_IMAGE_SIZE,
         normalize="imagenet",
         deterministic=deterministic,
@@ -46,6 +55,15 @@ def demo_settings(quick: bool, deterministic: bool) -> Settings:
         n_resamples=200 if quick else 2000,
         train=train,
     )
+
+
+def default_demo_devices() -> str:
+    """The GPU when there is one; else one worker process per core pair (two small runs at once
+    use two cores better than one run with two threads: measured 1.85x on a 2-core machine)."""
+    if torch.cuda.is_available():
+        return "cuda"
+    workers = max(1, min(4, (os.cpu_count() or 1)))
+    return ",".join(["cpu"] * workers)
 
 
 def _weights_hash(backbone: Backbone) -> str:
@@ -94,6 +112,7 @@ def run_demo_audit(
             n_patients=160 if quick else 300,
             image_size=DEMO_IMAGE_SIZE,
             seed=settings.seed,
+            lesion_contrast=DEMO_LESION_CONTRAST,
         )
     )
     models = [_standin("natural", quick, cache_dir), _standin("medical", quick, cache_dir)]
@@ -103,6 +122,6 @@ def run_demo_audit(
         models=models,
         out_dir=Path(out_dir),
         command=command,
-        device=device,
+        device=device or default_demo_devices(),
     )
     return run_audit(request).results

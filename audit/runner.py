@@ -159,6 +159,7 @@ def execute(
     if outcome.reused:
         log.info("%d of %d runs already done", outcome.reused, len(specs))
     progress = _progress_bar(len(specs), outcome.reused)
+    counter = [outcome.reused]
 
     def record(item: RunResult | RunFailure) -> None:
         spec = by_key[item.key]
@@ -172,7 +173,8 @@ def execute(
             store.put(item, spec_record(spec))
             outcome.results.append(item)
         progress.update(1)
-        _log_progress(progress.n, len(specs), progress.disable)
+        counter[0] += 1  # tqdm stops counting when it is disabled (no terminal)
+        _log_progress(counter[0], len(specs), progress.disable)
 
     cells = group_by_cell(pending)
     if len(devices) <= 1:

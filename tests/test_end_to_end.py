@@ -100,3 +100,29 @@ def test_two_cpu_workers_give_the_same_results_as_one(checkpoints, tmp_path) -> 
         outputs.append(json.loads((out / "results.json").read_text()))
     assert outputs[0]["auc"] == outputs[1]["auc"]
     assert outputs[0]["verdict"] == outputs[1]["verdict"]
+
+
+def test_check_audits_a_resnet50_against_the_official_radimagenet_layout(tmp_path) -> None:
+    """The protocol's pair: a torchvision ResNet50 state_dict against a RadImageNet file."""
+    torch.manual_seed(2)
+    user = tmp_path / "imagenet_resnet50.pt"
+    torch.save(torchvision.models.resnet50().state_dict(), user)
+    official = torch.nn.Sequential(*list(torchvision.models.resnet50().children())[:9])
+    reference = tmp_path / "RadImageNet_resnet50.pt"
+    torch.save({f"backbone.{k}": v for k, v in official.state_dict().items()}, reference)
+    out = tmp_path / "out"
+    args = check_args(user, reference, out, tmp_path / "cache")
+    args[args.index("--max-steps") + 1] = "1"
+    assert cli.main(args) in (0, 1, 3)
+    results = json.loads((out / "results.json").read_text())
+    models = {m["role"]: m for m in results["models"]}
+    assert (models["user"]["arch"], models["user"]["format"]) == ("resnet50", "state_dict")
+    assert models["reference"]["format"] == "radimagenet-official"
+    assert models["reference"]["preprocessing"] == "radimagenet"
+    normalisations = {
+        json.loads((p).read_text())["spec"]["role"]: json.loads(p.read_text())["spec"]["train"][
+            "normalize"
+        ]
+        for p in (out / "runs").glob("*.json")
+    }
+    assert normalisations == {"user": "imagenet", "reference": "radimagenet"}

@@ -71,6 +71,7 @@ class PhantomSettings:
     image_size: int = 64
     prevalence: float = 0.35
     seed: int = 0
+    lesion_contrast: float = 1.0  # CXR: multiplies every lesion's strength (the demo's knob)
 
     def __post_init__(self) -> None:
         _check(self.modality in MODALITIES, "modality", self.modality, f"one of {MODALITIES}")
@@ -91,6 +92,12 @@ class PhantomSettings:
             "a pair (low, high) of integers with 1 <= low <= high",
         )
         object.__setattr__(self, "images_per_patient", tuple(int(v) for v in lo_hi))
+        _check(
+            isinstance(self.lesion_contrast, int | float) and 0 < self.lesion_contrast <= 4,
+            "lesion_contrast",
+            self.lesion_contrast,
+            "a number in (0, 4]",
+        )
         _check(
             _is_int(self.image_size) and 16 <= self.image_size <= 2048,
             "image_size",
@@ -138,7 +145,9 @@ def make_phantom_cohort(settings: PhantomSettings) -> Cohort:
     view = "PA" if settings.modality == "cxr" else "axial"
     for patient in patients:
         anatomy_rng = np.random.default_rng([settings.seed, 1, patient.index])
-        render = _patient_renderer(settings.modality, anatomy_rng, patient)
+        render = _patient_renderer(
+            settings.modality, anatomy_rng, patient, settings.lesion_contrast
+        )
         for k in range(patient.n_images):
             image_rng = np.random.default_rng([settings.seed, 2, patient.index, k])
             images[len(cases)] = render(image_rng, size)
@@ -164,12 +173,14 @@ def make_phantom_cohort(settings: PhantomSettings) -> Cohort:
 
 
 def _patient_renderer(
-    modality: str, rng: np.random.Generator, patient: _Patient
+    modality: str, rng: np.random.Generator, patient: _Patient, lesion_contrast: float = 1.0
 ) -> Callable[[np.random.Generator, int], np.ndarray]:
     """Fix one patient's anatomy and finding; return a function that renders one image of them."""
     if modality == "cxr":
         cxr = draw_cxr_anatomy(rng, patient.sex)
         cxr_lesion = draw_cxr_lesion(rng, cxr) if patient.positive else None
+        if cxr_lesion is not None and lesion_contrast != 1.0:
+            cxr_lesion = replace(cxr_lesion, strength=cxr_lesion.strength * lesion_contrast)
         return lambda image_rng, size: render_cxr(
             image_rng,
             size=size,
