@@ -149,3 +149,27 @@ def _holm_in_place(rows: list[dict[str, Any]], holm: Any) -> None:
         row["permutation_p_adjusted"] = None
     for (i, _), value in zip(perm, perm_adjusted, strict=True):
         rows[i]["permutation_p_adjusted"] = float(value)
+
+
+def operating_summary(results: Sequence[RunResult], levels: Sequence[float]) -> dict[str, Any]:
+    """confounder -> role -> test set -> {sensitivity, specificity, ece}: fold means per level,
+    at the threshold each run chose on its i.i.d. validation set (descriptive)."""
+    groups = _group(results)
+    summary: dict[str, Any] = {}
+    for confounder, role in sorted({(c, r) for c, r, _ in groups}):
+        per_set: dict[str, dict[str, list]] = {}
+        for level in levels:
+            runs = groups.get((confounder, role, float(level)), [])
+            for set_name in sorted({s for r in runs for s in r.operating}):
+                entry = per_set.setdefault(
+                    set_name, {"sensitivity": [], "specificity": [], "ece": []}
+                )
+                for measure, values in entry.items():
+                    found = [
+                        r.operating[set_name][measure]
+                        for r in runs
+                        if r.operating.get(set_name, {}).get(measure) is not None
+                    ]
+                    values.append(float(np.mean(found)) if found else None)
+        summary.setdefault(confounder, {})[role] = per_set
+    return summary

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from audit import __version__
-from audit.analysis import auc_summary, descriptive_statistics, ood_scores
+from audit.analysis import auc_summary, descriptive_statistics, ood_scores, operating_summary
 from audit.atomic import atomic_write_text
 from audit.config import Settings
 from audit.confounders import Confounder, get_confounder
@@ -209,6 +209,7 @@ def build_results(
         },
         "environment": dict(environment),
         "auc": auc_summary(outcome.results, settings.levels),
+        "operating": operating_summary(outcome.results, settings.levels),
         "runs": [
             {
                 "key": r.key,

@@ -422,6 +422,37 @@ def _auc_table(auc: Mapping[str, Any], n_levels: int) -> list[dict[str, Any]]:
     return rows
 
 
+def _operating_table(operating: dict[str, Any], n_levels: int) -> list[dict[str, Any]]:
+    """Rows of sensitivity / specificity (at the validation threshold) and ECE per level."""
+    rows = []
+    for role in _roles(operating):
+        for test_set in TEST_SETS:
+            entry = _get(operating, role, test_set)
+            if entry is None:
+                continue
+
+            def at(measure: str, i: int, entry: dict = entry) -> Any:
+                values = entry.get(measure, [])
+                return values[i] if i < len(values) else None
+
+            cells = [
+                {
+                    "sens_spec": f"{fmt_auc(at('sensitivity', i))} / {fmt_auc(at('specificity', i))}",
+                    "ece": fmt_auc(at("ece", i)),
+                }
+                for i in range(n_levels)
+            ]
+            rows.append(
+                {
+                    "label": ROLE_LABELS.get(role, role),
+                    "colour": ROLE_COLOURS.get(role, "#000000"),
+                    "test_set": SET_LABELS[test_set],
+                    "cells": cells,
+                }
+            )
+    return rows
+
+
 def _level_index(levels: Sequence[float], level: Any) -> int | None:
     number = _number(level)
     if number is None:
@@ -435,6 +466,13 @@ def _p_list(values: Any) -> str:
     if isinstance(values, list | tuple):
         return ", ".join(fmt_p(v) for v in values) if values else NOT_RECORDED
     return fmt_p(values)
+
+
+def _p_entry(test: Mapping[str, Any], key: str) -> str:
+    """Missing key: not recorded; recorded as null: not computable (e.g. one fold, one class)."""
+    if key not in test:
+        return NOT_RECORDED
+    return "n/a" if test[key] is None else _p_list(test[key])
 
 
 def _stats_table(
@@ -466,10 +504,10 @@ def _stats_table(
                 "gap_ci": fmt_interval(gap["per_level_ci_low"][k], gap["per_level_ci_high"][k])
                 if k is not None and "per_level_ci_low" in gap
                 else "",
-                "delong": _p_list(test.get("delong_p")),
-                "delong_adjusted": _p_list(test.get("delong_p_adjusted")),
-                "permutation": _p_list(test.get("permutation_p")),
-                "permutation_adjusted": _p_list(test.get("permutation_p_adjusted")),
+                "delong": _p_entry(test, "delong_p"),
+                "delong_adjusted": _p_entry(test, "delong_p_adjusted"),
+                "permutation": _p_entry(test, "permutation_p"),
+                "permutation_adjusted": _p_entry(test, "permutation_p_adjusted"),
             }
         )
     return table
@@ -522,6 +560,9 @@ def confounder_sections(
                 "auc_table": _auc_table(auc, len(levels)),
                 "stats": _stats_table(name, results, raw_row),
                 "has_tests": bool((results.get("statistics") or {}).get(name)),
+                "operating_table": _operating_table(
+                    (results.get("operating") or {}).get(name, {}), len(levels)
+                ),
             }
         )
     return sections

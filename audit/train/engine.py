@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +48,8 @@ class RunResult:
     best_val_loss: float
     seconds: float
     device: str
+    threshold: float | None = None
+    operating: Mapping[str, Mapping[str, float | None]] = field(default_factory=dict)
 
 
 class Classifier(nn.Module):
@@ -115,6 +117,35 @@ def _auc(labels: torch.Tensor, scores: torch.Tensor) -> float:
     return float(roc_auc_score(y, scores.cpu().numpy()))
 
 
+def _operating_threshold(labels: torch.Tensor, probs: torch.Tensor) -> float | None:
+    """Youden's J on the (i.i.d.) validation set: chosen before any test case is seen."""
+    from audit.stats import youden_threshold
+
+    y = labels.cpu().numpy().astype(int)
+    if len(set(y.tolist())) < 2:
+        return None
+    return float(youden_threshold(y, probs.cpu().numpy()))
+
+
+def _operating_point(
+    labels: torch.Tensor, scores: tuple[float, ...], threshold: float | None
+) -> dict[str, float | None]:
+    """Sensitivity and specificity at the validation threshold, and calibration (ECE)."""
+    import numpy as np
+
+    from audit.stats import expected_calibration_error, sensitivity_specificity
+
+    y = labels.cpu().numpy().astype(int)
+    p = np.asarray(scores, dtype=float)
+    point: dict[str, float | None] = {"sensitivity": None, "specificity": None, "ece": None}
+    if len(y):
+        point["ece"] = float(expected_calibration_error(y, p))
+    if threshold is not None and len(set(y.tolist())) == 2:
+        sens, spec = sensitivity_specificity(y, p, threshold)
+        point["sensitivity"], point["specificity"] = float(sens), float(spec)
+    return point
+
+
 def fine_tune(spec: RunSpec, backbone: Backbone, data: CellData, device: torch.device) -> RunResult:
     """Train with early stopping on validation loss, keep the best epoch, score every test set."""
     started = time.perf_counter()
@@ -145,6 +176,11 @@ def fine_tune(spec: RunSpec, backbone: Backbone, data: CellData, device: torch.d
         probs = torch.sigmoid(predict(model, test, settings.normalize, device))
         scores[name] = tuple(round(float(p), 7) for p in probs.cpu())
         aucs[name] = _auc(test.labels, probs)
+    val_probs = torch.sigmoid(predict(model, data.val, settings.normalize, device))
+    threshold = _operating_threshold(data.val.labels, val_probs)
+    operating = {
+        name: _operating_point(data.tests[name].labels, scores[name], threshold) for name in scores
+    }
     return RunResult(
         key=spec.key,
         role=spec.role,
@@ -160,4 +196,6 @@ def fine_tune(spec: RunSpec, backbone: Backbone, data: CellData, device: torch.d
         best_val_loss=best_loss,
         seconds=round(time.perf_counter() - started, 3),
         device=device.type,
+        threshold=threshold,
+        operating=operating,
     )

@@ -1,0 +1,110 @@
+"""The probe's images: a data set on disk (or, only when asked, the phantoms) and which of them.
+
+The probe is training-free, so it needs no splits: it scores held-out images. When the source
+names an official test list (NIH ChestX-ray14) that list is used by default, because the model was
+most likely trained on the rest; otherwise every image. ``--max-images`` caps the count with a
+seeded, label-stratified sample, so a per-commit check stays minutes long on large data sets.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from audit.data.cases import Cohort
+from audit.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+AUTO_SUBSETS = ("nih/test",)  # official test lists, most specific first
+
+
+@dataclass(frozen=True)
+class CohortOptions:
+    """Where the images come from; ``path`` and ``cache_dir`` stay out of repr (identifiers)."""
+
+    modality: str
+    image_size: int
+    cache_dir: Path
+    path: Path | None = None  # None: the built-in phantoms (only with --synthetic)
+    synthetic: bool = False
+    source: str | None = None
+    finding: str = "Atelectasis"
+    views: tuple[str, ...] = ("PA",)
+    strict: bool = False
+    synthetic_patients: int = 100
+    seed: int = 0
+    progress: bool = False
+
+
+def load_probe_cohort(options: CohortOptions) -> Cohort:
+    if options.synthetic:
+        from audit.data.synthetic import PhantomSettings, make_phantom_cohort
+
+        log.warning("using built-in synthetic phantom data: every output is marked illustrative")
+        return make_phantom_cohort(
+            PhantomSettings(
+                modality=options.modality,
+                n_patients=options.synthetic_patients,
+                image_size=options.image_size,
+                seed=options.seed,
+            )
+        )
+    if options.path is None:
+        raise UsageError("the probe needs --data PATH (or --synthetic for the built-in phantoms)")
+    from audit.data.loading import DataRequest, load_cohort
+
+    request = DataRequest(
+        options.path, options.modality, cache_dir=options.cache_dir, source=options.source,
+        finding=options.finding, views=options.views, image_size=options.image_size,
+        strict=options.strict,
+    )  # fmt: skip
+    return load_cohort(request, progress=options.progress)
+
+
+@dataclass(frozen=True)
+class Selection:
+    indices: np.ndarray  # into the cohort, sorted
+    subset: str  # "all" or a subset name
+    description: str
+
+
+def select_images(
+    cohort: Cohort, subset: str | None, max_images: int | None, seed: int
+) -> Selection:
+    """``subset`` None picks an official test list when there is one, else all images."""
+    name = subset or next((s for s in AUTO_SUBSETS if s in cohort.subsets), "all")
+    if name == "all":
+        indices = np.arange(len(cohort.cases))
+    elif name in cohort.subsets:
+        indices = np.sort(np.asarray(cohort.subsets[name], dtype=np.int64))
+    else:
+        known = ", ".join(["all", *sorted(cohort.subsets)])
+        raise UsageError(f"--subset {name!r} is not in this data set; available: {known}")
+    if len(indices) == 0:
+        raise UsageError(f"--subset {name!r} holds no images")
+    found = f"{len(indices)} images ({name})"
+    if max_images is not None and max_images < 1:
+        raise UsageError(f"--max-images {max_images}: use 1 or more, or 0 for no cap")
+    if max_images is not None and len(indices) > max_images:
+        indices = _stratified_sample(indices, cohort.labels[indices], max_images, seed)
+        found += f", a label-stratified sample of {max_images} (seed {seed})"
+    return Selection(indices, name, found)
+
+
+def _stratified_sample(indices: np.ndarray, labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """``count`` indices keeping the label proportions (largest remainders), seeded."""
+    rng = np.random.default_rng([seed, 7])
+    classes, sizes = np.unique(labels, return_counts=True)
+    quota = sizes * count / len(indices)
+    take = np.floor(quota).astype(int)
+    for k in np.argsort(-(quota - take), kind="stable")[: count - int(take.sum())]:
+        take[k] += 1
+    picked = [
+        rng.choice(indices[labels == c], size=int(t), replace=False)
+        for c, t in zip(classes, take, strict=True)
+    ]
+    return np.sort(np.concatenate(picked))
