@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--protocol",
         choices=["source-matters"],
         default=None,
-        help="the study's exact NIH image lists (currently with --dry-run only)",
+        help="the study's exact NIH image lists and folds (NIH data only; levels among 0,0.1,0.2,0.5,0.8,1)",
     )
     data.add_argument(
         "--strict",
@@ -205,8 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--reference",
         type=Path,
-        required=True,
-        help="reference checkpoint, e.g. RadImageNet ResNet50, in any published layout",
+        default=None,
+        help="reference checkpoint, e.g. RadImageNet ResNet50, in any published layout "
+        "(default: the one 'medaudit reference fetch' cached)",
     )
     check.add_argument(
         "--arch", default=None, help="architecture of MODEL when it cannot be recognised"
@@ -248,26 +249,201 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(handler="report")
 
     inspect = sub.add_parser(
-        "inspect", help="show what a checkpoint holds (format, architecture, hash)"
+        "inspect",
+        help="show what a checkpoint holds (format, architecture, hash) and whether check can audit it",
+        description="Describe MODEL without auditing it: format, recognised architecture, "
+        "parameter count, input channels, classifier, SHA-256, and whether `check` can audit it.",
     )
-    inspect.add_argument("model", type=Path)
-    inspect.add_argument("--arch", default=None)
-    inspect.add_argument("--trust-code", action="store_true")
-    inspect.add_argument("--trust-pickle", action="store_true")
+    inspect.add_argument("model", type=Path, help="the model file (any format; read by content)")
+    inspect.add_argument("--json", action="store_true", help="print one JSON object instead")
+    inspect.add_argument(
+        "--arch", default=None, help="architecture of MODEL when it cannot be recognised"
+    )
+    inspect.add_argument(
+        "--trust-code", action="store_true", help="allow TorchScript checkpoints (they run code)"
+    )
+    inspect.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow pickled whole modules (unpickling runs code: only for files you trust)",
+    )
     inspect.set_defaults(handler="inspect")
 
-    probe = sub.add_parser(
-        "probe", help="training-free counterfactual probe of a shipped model (not built yet)"
-    )
-    probe.add_argument("model", type=Path)
-    probe.set_defaults(handler="probe")
+    _probe_parser(sub)
 
-    reference = sub.add_parser(
-        "reference", help="manage reference weights and stored reference runs (not built yet)"
-    )
-    reference.add_argument("action", choices=["fetch", "list"])
-    reference.set_defaults(handler="reference")
+    _reference_parser(sub)
     return parser
+
+
+def _reference_parser(sub: argparse._SubParsersAction) -> None:
+    reference = sub.add_parser(
+        "reference",
+        help="download and list RadImageNet reference weights (the cache `check` uses)",
+        description="Manage the reference weights cached under --cache-dir/references.",
+    )
+    actions = reference.add_subparsers(dest="action", metavar="ACTION", required=True)
+    fetch = actions.add_parser(
+        "fetch",
+        help="download a reference, verify its SHA-256 and that it loads, and cache it",
+        description="Download a reference (resuming a broken download), check its SHA-256 "
+        "against --sha256 or reference_sha256 in [tool.medaudit], check that it loads as a "
+        "reference, and record it in the cache.",
+    )
+    fetch.add_argument(
+        "--url",
+        default=None,
+        help="where to download from (default: ResNet50.pt of the unofficial Hugging Face "
+        "mirror Lab-Rasool/RadImageNet)",
+    )
+    fetch.add_argument(
+        "--sha256",
+        default=None,
+        metavar="HEX",
+        help="expected SHA-256; a file that differs is refused and removed "
+        "(default: reference_sha256 in the settings file, else not checked)",
+    )
+    listing = actions.add_parser("list", help="show the cached references")
+    for action in (fetch, listing):
+        action.add_argument(
+            "--cache-dir",
+            type=Path,
+            default=None,
+            help="cache folder; references go in its references/ (default: the user cache folder)",
+        )
+    reference.set_defaults(handler="reference")
+
+
+def _probe_parser(sub: argparse._SubParsersAction) -> None:
+    probe = sub.add_parser(
+        "probe",
+        help="training-free counterfactual probe of a shipped model (ONNX or PyTorch)",
+        description="Score held-out images clean and with each confounder added, and measure how "
+        "far MODEL's output moves: mean score shift, decisions flipped, AUC change (sex: "
+        "subgroups compared). Writes results.json and junit.xml into --out; exit code as check.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    probe.add_argument(
+        "model",
+        type=Path,
+        help="ONNX file (run by ONNX Runtime), PyTorch state_dict with its classifier, "
+        "TorchScript (--trust-code) or pickled module (--trust-pickle)",
+    )
+    probe.add_argument("--modality", choices=["cxr", "ct"], required=True, help="chest X-ray or CT")
+    source = probe.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help="data set folder or manifest CSV")
+    source.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="use the built-in phantom data (every output is marked illustrative)",
+    )
+    data = probe.add_argument_group("data")
+    data.add_argument(
+        "--source", choices=["nih-cxr14", "lidc-idri", "manifest"], default=None,
+        help="data layout (default: recognised from the folder)",
+    )  # fmt: skip
+    data.add_argument("--finding", default="Atelectasis", help="NIH finding (default Atelectasis)")
+    data.add_argument("--views", default="PA", help="NIH views, comma-separated, or 'all'")
+    data.add_argument("--strict", action="store_true", help="any unreadable file is an error")
+    data.add_argument(
+        "--subset", default=None,
+        help="images to probe: 'all' or a named list of the source (default: the official test "
+        "list when the source has one, e.g. NIH's, else all)",
+    )  # fmt: skip
+    data.add_argument(
+        "--max-images", type=int, default=1000,
+        help="cap, by a seeded label-stratified sample (default 1000; 0: no cap)",
+    )  # fmt: skip
+    data.add_argument(
+        "--image-size", type=int, default=None,
+        help="side of the decoded image cache, where confounders are drawn (default: the model's "
+        "input size)",
+    )  # fmt: skip
+    data.add_argument(
+        "--synthetic-patients", type=int, default=100, help="phantom patients with --synthetic"
+    )
+    model = probe.add_argument_group("model and preprocessing")
+    model.add_argument("--arch", default=None, help="architecture of a state_dict MODEL")
+    model.add_argument(
+        "--trust-code", action="store_true", help="allow TorchScript (a TorchScript file runs code)"
+    )
+    model.add_argument(
+        "--trust-pickle", action="store_true",
+        help="allow a pickled whole module (unpickling runs code: only for files you trust)",
+    )  # fmt: skip
+    model.add_argument(
+        "--score-output", default=None, metavar="OUTPUT[:COLUMN]",
+        help="the score: an output name or index, and a column of it, e.g. logits:1 or 0:3 "
+        "(default: the first output's one column, or column 1 of two)",
+    )  # fmt: skip
+    model.add_argument(
+        "--activation", choices=["auto", "none", "sigmoid", "softmax"], default="auto",
+        help="how outputs become probabilities (default auto: values in [0, 1] as they are, "
+        "else a sigmoid for one logit, a softmax for two)",
+    )  # fmt: skip
+    model.add_argument(
+        "--input-size", type=int, default=None,
+        help="model input side in pixels (default: what the model declares, else 224)",
+    )  # fmt: skip
+    model.add_argument(
+        "--channels", type=int, choices=[1, 3], default=None,
+        help="input channels (default: what the model declares, else 3)",
+    )  # fmt: skip
+    model.add_argument(
+        "--normalize", choices=["imagenet", "radimagenet", "none"], default=None,
+        help="input normalisation preset (default imagenet)",
+    )  # fmt: skip
+    model.add_argument("--mean", default=None, help="per-channel mean on the 0-1 scale, e.g. 0.5")
+    model.add_argument("--std", default=None, help="per-channel std on the 0-1 scale, e.g. 0.25")
+    model.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
+    model.add_argument(
+        "--device", default=None,
+        help="auto (default: the GPU when there is one), cpu, cuda or cuda:N",
+    )  # fmt: skip
+    proto = probe.add_argument_group("probe")
+    proto.add_argument(
+        "--confounders", default="tag,denoise,noise,sex",
+        help="comma-separated confounders to probe (default tag,denoise,noise,sex)",
+    )  # fmt: skip
+    proto.add_argument(
+        "--param", action="append", default=[], metavar="CONFOUNDER.NAME=VALUE",
+        help="set a confounder parameter, e.g. tag.font_size=48 or noise.preset=ct",
+    )  # fmt: skip
+    proto.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    gate = probe.add_argument_group("verdict thresholds (declare them before the probe)")
+    gate.add_argument(
+        "--max-shift", type=float, default=0.05,
+        help="largest tolerated mean score shift, either sign, in probability (default 0.05)",
+    )  # fmt: skip
+    gate.add_argument(
+        "--max-flip-rate", type=float, default=0.05,
+        help="largest tolerated fraction of flipped decisions (default 0.05)",
+    )  # fmt: skip
+    gate.add_argument(
+        "--max-sex-auc-gap", type=float, default=None,
+        help="gate sex on the AUC gap between sexes (default: reported, not gated)",
+    )  # fmt: skip
+    gate.add_argument(
+        "--threshold", type=float, default=None,
+        help="operating threshold on the probability scale (default: Youden's J on the clean "
+        "images)",
+    )  # fmt: skip
+    gate.add_argument("--alpha", type=float, default=0.05, help="family-wise error rate")
+    gate.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
+    gate.add_argument(
+        "--inconclusive-exit", type=int, default=3,
+        help="exit code for an inconclusive verdict (default 3; set 1 to fail CI on it)",
+    )  # fmt: skip
+    run = probe.add_argument_group("run")
+    run.add_argument(
+        "--out", type=Path, default=Path("medaudit-probe"),
+        help="output folder for results.json and junit.xml (default medaudit-probe)",
+    )  # fmt: skip
+    run.add_argument(
+        "--cache-dir", type=Path, default=None,
+        help="folder for decoded images; never inside --out (default: the user cache folder)",
+    )  # fmt: skip
+    probe.set_defaults(handler="probe")
 
 
 def _configure_logging(debug: bool, quiet: bool) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from audit.config import Settings, build_settings, find_config_file, read_config_table
-from audit.errors import ExitCode, NotBuiltYet, UsageError
+from audit.errors import ExitCode, UsageError
 
 log = logging.getLogger("audit")
 
@@ -51,6 +51,7 @@ def settings_from_args(args: argparse.Namespace, base: dict[str, Any] | None = N
     """Defaults <- base (command defaults) <- config file <- flags."""
     config_path = args.config or find_config_file(Path.cwd())
     file_values = read_config_table(config_path) if config_path else {}
+    file_values.pop("reference_sha256", None)  # read by `medaudit reference fetch`, not an audit setting
     if config_path:
         log.info("settings from %s", config_path.name)
     train_flags = {
@@ -148,11 +149,16 @@ def run_check(args: argparse.Namespace) -> int:
     _check_cache_outside_out(cache_dir, args.out)
     if args.dry_run:
         return _dry_run(args, settings, cache_dir)
-    cohort = _load_cohort(args, settings, cache_dir)
     user = load_model(
         args.model, arch=args.arch, trust_code=args.trust_code, trust_pickle=args.trust_pickle
     )
-    reference = load_reference(args.reference)
+    from audit.models.fetch import cached_reference, how_to_get_reference
+
+    reference_path = args.reference or cached_reference(cache_dir)
+    if reference_path is None:
+        raise UsageError(how_to_get_reference())
+    reference = load_reference(reference_path)
+    cohort = _load_cohort(args, settings, cache_dir)  # after the models: fail before decoding
     models = [
         (
             ModelRef(
@@ -167,7 +173,7 @@ def run_check(args: argparse.Namespace) -> int:
                 reference.sha256,
                 reference.format,
                 reference.preprocessing,
-                args.reference.name,
+                Path(reference_path).name,
             ),
             reference.backbone,
         ),
@@ -196,6 +202,7 @@ def run_check(args: argparse.Namespace) -> int:
         command=_command_line(),
         device=args.device,
         extra_confounders=extra,
+        protocol=None if args.synthetic else args.protocol,
     )
     outputs = run_audit(request)
     _print_summary(outputs.results, args.out)
@@ -223,11 +230,6 @@ def _load_cohort(args: argparse.Namespace, settings: Settings, cache_dir: Path):
                 image_size=settings.image_size, seed=settings.seed,
             )
         )  # fmt: skip
-    if args.protocol:
-        raise NotBuiltYet(
-            "auditing on the study's exact image lists (--protocol source-matters) is not built "
-            "yet; use it with --dry-run to check the lists against your data, or omit --protocol"
-        )
     from audit.data.loading import load_cohort
 
     return load_cohort(_data_request(args, settings, cache_dir), progress=sys.stderr.isatty())
@@ -290,32 +292,91 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from audit.models.loading import load_model
+    from audit.models.inspection import inspect_model
 
-    loaded = load_model(
+    found = inspect_model(
         args.model, arch=args.arch, trust_code=args.trust_code, trust_pickle=args.trust_pickle
     )
-    print(f"format:        {loaded.format}")
-    print(f"architecture:  {loaded.arch}")
-    print(f"features:      {loaded.backbone.feature_dim}")
-    print(f"input:         {loaded.in_channels} channel(s), preprocessing {loaded.preprocessing}")
-    print(
-        f"classifier:    {'present (replaced when fine-tuning)' if loaded.had_classifier else 'absent'}"
-    )
-    print(f"sha256:        {loaded.sha256}")
-    for note in loaded.notes:
-        print(f"note:          {note}")
+    print(json.dumps(found.as_dict(), indent=2) if args.json else "\n".join(found.lines()))
     return 0
 
 
 def run_probe(args: argparse.Namespace) -> int:
-    raise NotBuiltYet(
-        "'medaudit probe' (training-free counterfactual probe) is not built yet in this version"
+    """Check every flag, open the model, load the images, probe, write, and map the verdict."""
+    from audit.hashing import file_sha256
+    from audit.probe.cohort import CohortOptions, load_probe_cohort, select_images
+    from audit.probe.decide import ProbeThresholds
+    from audit.probe.outputs import summary_lines, write_outputs
+    from audit.probe.pipeline import ProbeRequest, resolve_confounders
+    from audit.probe.pipeline import run_probe as probe
+    from audit.probe.preprocess import Preprocessor, resolve_input, resolve_normalization
+    from audit.probe.runner import ModelOptions, open_runner
+    from audit.probe.scores import choose_score
+    from audit.verdict import exit_code_for
+
+    cache_dir = args.cache_dir or default_cache_dir()
+    _check_cache_outside_out(cache_dir, args.out)
+    thresholds = ProbeThresholds(
+        max_shift=args.max_shift, max_flip_rate=args.max_flip_rate, alpha=args.alpha,
+        n_resamples=args.resamples, seed=args.seed, max_sex_auc_gap=args.max_sex_auc_gap,
+        threshold=args.threshold,
+    )  # fmt: skip
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size {args.batch_size}: use 1 or more")
+    names = tuple(c.strip() for c in args.confounders.split(",") if c.strip())
+    params = _parse_params(args.param)
+    resolve_confounders(names, params, args.modality)  # unknown names fail before any loading
+    runner = open_runner(
+        ModelOptions(args.model, args.device, args.arch, args.trust_code, args.trust_pickle)
     )
+    spec = resolve_input(
+        runner.declared, args.model.name, input_size=args.input_size, channels=args.channels
+    )
+    normalization = resolve_normalization(args.normalize, args.mean, args.std, spec.channels)
+    choose_score(args.score_output, runner.trial(spec), args.model.name)  # before any loading
+    views = () if args.views.strip().lower() == "all" else tuple(args.views.split(","))
+    cohort = load_probe_cohort(
+        CohortOptions(
+            args.modality, args.image_size or min(2048, max(16, spec.height, spec.width)),
+            cache_dir, path=args.data, synthetic=args.synthetic, source=args.source,
+            finding=args.finding, views=views, strict=args.strict,
+            synthetic_patients=args.synthetic_patients, seed=args.seed,
+            progress=sys.stderr.isatty(),
+        )
+    )  # fmt: skip
+    selection = select_images(cohort, args.subset, args.max_images or None, args.seed)
+    results = probe(
+        ProbeRequest(
+            runner, Preprocessor(spec, normalization), cohort, selection, names, params,
+            thresholds, args.score_output, args.activation, args.batch_size,
+            command=_command_line(), model_sha256=file_sha256(str(args.model)),
+        )
+    )  # fmt: skip
+    results_path, junit_path = write_outputs(results, args.out)
+    print("\n".join(summary_lines(results)))
+    print(f"results: {results_path}")
+    print(f"junit:   {junit_path}")
+    return exit_code_for(results["verdict"]["overall"], args.inconclusive_exit)
 
 
 def run_reference(args: argparse.Namespace) -> int:
-    raise NotBuiltYet(
-        f"'medaudit reference {args.action}' is not built yet in this version; "
-        "pass a local reference file to 'medaudit check --reference PATH'"
-    )
+    from audit.models import fetch
+
+    cache_dir = args.cache_dir or default_cache_dir()
+    if args.action == "list":
+        print("\n".join(fetch.listing_lines(cache_dir)))
+        return 0
+    expected = fetch.expected_sha256(args.sha256, Path.cwd())
+    url = args.url or fetch.DEFAULT_URL
+    got = fetch.fetch_reference(url, cache_dir, expected=expected, progress=sys.stderr.isatty())
+    entry = got.entry
+    how = "already cached" if got.reused else f"fetched from {entry.url}"
+    print(f"reference: {entry.name} ({entry.bytes / 1e6:.1f} MB), {how}")
+    print(f"layout:    {entry.layout} ({entry.arch})")
+    print(f"sha256:    {entry.sha256}" + ("" if expected else " (not pinned)"))
+    print(f"path:      {got.path}")
+    for note in (*got.notes, *([fetch.MIRROR_NOTE] if entry.url == fetch.DEFAULT_URL else [])):
+        print(f"note:      {note}")
+    if expected is None:
+        print(f'pin it:    add {fetch.SHA256_SETTING} = "{entry.sha256}" under [tool.medaudit]')
+    return 0

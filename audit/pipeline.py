@@ -32,7 +32,7 @@ from audit.report.examples import example_images
 from audit.report.provenance import environment_details
 from audit.runner import AuditInputs, Outcome, execute
 from audit.schema import SCHEMA_VERSION, validate_results
-from audit.splits import PatientSplit, patient_split
+from audit.splits import PatientSplit, SplitTable, patient_split
 from audit.store import ResultsStore
 from audit.train.device import environment_fingerprint, parse_devices, set_determinism
 
@@ -49,6 +49,7 @@ class AuditRequest:
     command: str = ""
     device: str | None = None
     extra_confounders: Mapping[str, Confounder] = dataclasses.field(default_factory=dict)
+    protocol: str | None = None  # "source-matters": the study's image lists decide the splits
 
 
 @dataclass(frozen=True)
@@ -141,10 +142,42 @@ def _example_cohort(cohort: Cohort, settings: Settings) -> Cohort:
     )  # fmt: skip
 
 
+def _first_cell(confounders: Mapping[str, Any], settings: Settings) -> tuple[str, float]:
+    return next(iter(confounders)), settings.levels[0]
+
+
+def split_table(
+    request: AuditRequest, confounders: Mapping[str, tuple[Confounder, Mapping[str, Any]]]
+) -> SplitTable:
+    """One patient-level split for every cell, or the study's lists (per confounder and level)."""
+    settings, cohort = request.settings, request.cohort
+    if request.protocol is None:
+        split = patient_split(
+            cohort.patients, n_folds=settings.folds, val_fraction=settings.val_fraction,
+            test_fraction=settings.test_fraction, seed=settings.seed,
+        )  # fmt: skip
+        return SplitTable(default=split)
+    from audit.data.study_lists import preset_split
+
+    specific = {}
+    for name, (conf, _) in confounders.items():
+        for level in settings.levels:
+            split = preset_split(cohort, request.protocol, conf, level)
+            if split is None:
+                raise UsageError(
+                    f"--protocol {request.protocol} has no image lists for confounder {name!r}; "
+                    "audit it without --protocol"
+                )
+            if conf.kind == "sampling":
+                split = dataclasses.replace(split, presampled=True)
+            specific[(name, float(level))] = split
+    return SplitTable(default=None, specific=specific)
+
+
 def build_results(
     request: AuditRequest,
     confounders: Mapping[str, tuple[Confounder, Mapping[str, Any]]],
-    split: PatientSplit,
+    splits: SplitTable,
     specs: Sequence[RunSpec],
     outcome: Outcome,
     environment: Mapping[str, str],
@@ -179,12 +212,15 @@ def build_results(
             "n_cases": len(cohort.cases),
             "n_patients": int(len(np.unique(cohort.patients))),
             "image_size": cohort.image_size,
-            "splits": _split_counts(cohort, split),
+            "splits": _split_counts(cohort, splits.get(*_first_cell(confounders, settings))),
+            "split_source": "study lists (source-matters)"
+            if request.protocol
+            else "patient-level shuffle split",
             "excluded": dict(cohort.excluded),
         },
         "protocol": {
             "levels": list(settings.levels),
-            "folds": settings.folds,
+            "folds": len(splits.get(*_first_cell(confounders, settings)).folds),
             "seed": settings.seed,
             "val_fraction": settings.val_fraction,
             "test_fraction": settings.test_fraction,
@@ -246,27 +282,21 @@ def run_audit(request: AuditRequest) -> AuditOutputs:
     device = torch.device(devices[0])
     confounders = resolve_confounders(settings, request.extra_confounders)
     cohort = request.cohort
-    split = patient_split(
-        cohort.patients,
-        n_folds=settings.folds,
-        val_fraction=settings.val_fraction,
-        test_fraction=settings.test_fraction,
-        seed=settings.seed,
-    )
     models = [ref for ref, _ in request.models]
     if len({m.role for m in models}) != len(models):
         raise UsageError("each model role (user, reference, random-init) may appear only once")
-    specs = build_runs(settings, models, confounders, cohort.manifest_hash(), split)
+    splits = split_table(request, confounders)
+    specs = build_runs(settings, models, confounders, cohort.manifest_hash(), splits)
     inputs = AuditInputs(
         cohort=cohort,
-        split=split,
+        splits=splits,
         confounders=confounders,
         backbones={ref.role: backbone for ref, backbone in request.models},
         base_seed=settings.seed,
     )
     outcome = execute(specs, inputs, ResultsStore(out_dir), devices)
     results = build_results(
-        request, confounders, split, specs, outcome, environment_fingerprint(device)
+        request, confounders, splits, specs, outcome, environment_fingerprint(device)
     )
     validate_results(results)
     results_path = out_dir / "results.json"

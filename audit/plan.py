@@ -20,6 +20,7 @@ from audit.hashing import content_hash
 from audit.splits import (
     PatientSplit,
     SampleSet,
+    SplitTable,
     clean_set,
     ood_set,
     pixel_sets,
@@ -96,14 +97,15 @@ def build_runs(
     models: Sequence[ModelRef],
     confounders: Mapping[str, tuple[Confounder, Mapping[str, Any]]],
     data_hash: str,
-    split: PatientSplit,
+    splits: SplitTable,
 ) -> tuple[RunSpec, ...]:
     """The full grid, ordered so the runs of one cell follow each other (confound once per cell)."""
-    split_hash = split.content_hash()
     specs = []
     for name, (_conf, params) in confounders.items():
         frozen_params = tuple(sorted(params.items()))
         for level in settings.levels:
+            split = splits.get(name, level)
+            split_hash = split.content_hash()
             for fold in range(len(split.folds)):
                 for model in models:
                     specs.append(
@@ -134,6 +136,8 @@ def cell_sets(
     """
     labels = cohort.labels
     train_idx, val_idx = split.folds[fold]
+    if confounder.kind == "sampling" and split.presampled:
+        return _presampled_sets(cohort, split, confounder, fold)
     if confounder.kind == "sampling":
         values = np.array(
             [getattr(c, confounder.attribute or "") for c in cohort.cases], dtype=object
@@ -158,4 +162,19 @@ def cell_sets(
             "ood": ood_set(split.test, labels),
             "clean": clean_set(split.test),
         },
+    )
+
+
+def _presampled_sets(
+    cohort: Cohort, split: PatientSplit, confounder: Confounder, fold: int
+) -> CellSets:
+    """The study's sex lists: training pools already drawn at the level, and a test set that is
+    the o.o.d. arrangement itself (so there is no i.i.d. or clean set)."""
+    values = np.array([getattr(c, confounder.attribute or "") for c in cohort.cases], dtype=object)
+    has = values == confounder.attribute_value
+    train_idx, val_idx = split.folds[fold]
+    return CellSets(
+        train=SampleSet("train", train_idx, has[train_idx]),
+        val=SampleSet("val", val_idx, has[val_idx]),
+        tests={"ood": SampleSet("ood", split.test, has[split.test])},
     )

@@ -21,7 +21,7 @@ from audit.data.cases import Cohort
 from audit.hashing import canonical, content_hash
 from audit.models.architectures import Backbone
 from audit.plan import RunSpec, cell_sets
-from audit.splits import PatientSplit, SampleSet
+from audit.splits import SampleSet, SplitTable
 from audit.store import ResultsStore
 from audit.train.engine import CellData, RunResult, fine_tune
 from audit.train.tensors import SetTensors, to_set_tensors
@@ -41,7 +41,7 @@ class Outcome:
 @dataclass(frozen=True)
 class AuditInputs:
     cohort: Cohort
-    split: PatientSplit
+    splits: SplitTable
     confounders: Mapping[str, tuple[Confounder, Mapping[str, Any]]]
     backbones: Mapping[str, Backbone]
     base_seed: int
@@ -58,7 +58,7 @@ class CellBuilder:
         self.inputs = inputs
         self.input_size = input_size
         self.device = device
-        self._shared: dict[tuple[str, str], SetTensors] = {}
+        self._shared: dict[tuple[str, str, str], SetTensors] = {}
 
     def _tensors(self, name: str, sample_set: SampleSet, seed: int) -> SetTensors:
         conf, params = self.inputs.confounders[name]
@@ -80,7 +80,8 @@ class CellBuilder:
     def build(self, name: str, level: float, fold: int) -> CellData:
         conf, _ = self.inputs.confounders[name]
         base = self.inputs.base_seed
-        sets = cell_sets(self.inputs.cohort, self.inputs.split, conf, level, fold, base)
+        split = self.inputs.splits.get(name, level)
+        sets = cell_sets(self.inputs.cohort, split, conf, level, fold, base)
         tests = {}
         for test_name, sample_set in sets.tests.items():
             if test_name == "iid":
@@ -88,7 +89,7 @@ class CellBuilder:
                     name, sample_set, set_seed(base, name, sample_set, level)
                 )
                 continue
-            shared_key = (name, test_name)
+            shared_key = (name, test_name, sample_set.content_hash())
             if shared_key not in self._shared:
                 self._shared[shared_key] = self._tensors(
                     name, sample_set, set_seed(base, name, sample_set)

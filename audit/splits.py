@@ -8,7 +8,7 @@ the artifact on every negative, none on a positive) and clean (no artifact). A s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.model_selection import GroupShuffleSplit
@@ -23,9 +23,25 @@ class PatientSplit:
 
     test: np.ndarray
     folds: tuple[tuple[np.ndarray, np.ndarray], ...]
+    presampled: bool = False  # a sampling confounder's sets are already drawn (study lists)
 
     def content_hash(self) -> str:
-        return content_hash({"test": self.test, "folds": self.folds})
+        return content_hash({"test": self.test, "folds": self.folds, "presampled": self.presampled})
+
+
+@dataclass(frozen=True, eq=False)
+class SplitTable:
+    """Which patient split each (confounder, level) uses: one shared split, or the study's lists,
+    which differ by confounder (and, for sex, by level)."""
+
+    default: PatientSplit | None
+    specific: dict[tuple[str, float], PatientSplit] = field(default_factory=dict)
+
+    def get(self, confounder: str, level: float) -> PatientSplit:
+        split = self.specific.get((confounder, float(level)), self.default)
+        if split is None:
+            raise UsageError(f"no split for confounder {confounder!r} at level {level}")
+        return split
 
 
 @dataclass(frozen=True, eq=False)

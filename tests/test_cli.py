@@ -34,7 +34,7 @@ def test_each_subcommand_has_help(sub, capsys) -> None:
 def test_missing_arguments_exit_2(capsys) -> None:
     code, _, err = run_main(["check", "model.pt"], capsys)
     assert code == 2
-    assert "required" in err
+    assert "required" in err and "--modality" in err
 
 
 def test_unfinished_subcommand_says_so_and_exits_2(capsys) -> None:
@@ -146,3 +146,17 @@ def test_help_does_not_import_heavy_libraries() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == ""
+
+
+def test_check_without_a_reference_says_how_to_get_one(capsys, tmp_path) -> None:
+    import torch
+    import torchvision
+
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "m.pt")
+    code, _, err = run_main(
+        ["check", str(tmp_path / "m.pt"), "--modality", "cxr", "--synthetic",
+         "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")],
+        capsys,
+    )
+    assert code == 2
+    assert "medaudit reference fetch" in err and "--reference" in err
