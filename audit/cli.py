@@ -198,9 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="any unreadable file is an error (exit 2), not left out",
     )
     data.add_argument(
+        "--json", action="store_true", help="with --dry-run: print the summary as one JSON object"
+    )
+    data.add_argument(
         "--dry-run",
         action="store_true",
-        help="read the data, print counts, left-out files and warnings as JSON, and stop",
+        help="read the data, print the cohort (counts per split, class, sex), left-out files, warnings and the plan, and stop",
     )
     check.add_argument(
         "--reference",

@@ -51,7 +51,9 @@ def settings_from_args(args: argparse.Namespace, base: dict[str, Any] | None = N
     """Defaults <- base (command defaults) <- config file <- flags."""
     config_path = args.config or find_config_file(Path.cwd())
     file_values = read_config_table(config_path) if config_path else {}
-    file_values.pop("reference_sha256", None)  # read by `medaudit reference fetch`, not an audit setting
+    file_values.pop(
+        "reference_sha256", None
+    )  # read by `medaudit reference fetch`, not an audit setting
     if config_path:
         log.info("settings from %s", config_path.name)
     train_flags = {
@@ -241,8 +243,55 @@ def _dry_run(args: argparse.Namespace, settings: Settings, cache_dir: Path) -> i
     from audit.data.loading import describe_dry_run
 
     summary = describe_dry_run(_data_request(args, settings, cache_dir))
-    print(json.dumps(summary, indent=2, default=str))
+    n_models = 3 if settings.with_random_init else 2
+    folds = 5 if args.protocol else settings.folds
+    summary["plan"] = {
+        "confounders": list(settings.confounders),
+        "levels": list(settings.levels),
+        "folds": folds,
+        "models": n_models,
+        "runs": len(settings.confounders) * len(settings.levels) * folds * n_models,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print(_dry_run_text(summary))
     return 0
+
+
+def _dry_run_text(summary: dict[str, Any]) -> str:
+    """What a person reads before committing GPU time: the data found and the plan."""
+
+    def counts(c: dict[str, Any]) -> str:
+        sexes = ", ".join(f"{k} {v}" for k, v in c.get("sex", {}).items())
+        return (
+            f"{c['images']} images of {c['patients']} patients: {c['positive']} positive, "
+            f"{c['negative']} negative ({sexes})"
+        )
+
+    plan = summary["plan"]
+    lines = [
+        f"source:    {summary['source']} ({'detected' if summary['detected'] else 'as given'})",
+        f"modality:  {summary['modality']}"
+        + (f", protocol {summary['protocol']}" if summary.get("protocol") else ""),
+        f"cohort:    {counts(summary)}",
+    ]
+    for name, split in summary.get("splits", {}).items():
+        lines.append(f"  {name}: {counts(split)}")
+    if summary.get("excluded_total"):
+        reasons = ", ".join(f"{k}: {v}" for k, v in summary["excluded"].items())
+        lines.append(f"left out: {summary['excluded_total']} file(s) ({reasons})")
+    for warning in summary.get("overlap_warnings", []):
+        lines.append(f"warning:   {warning}")
+    for note in summary.get("notes", []):
+        lines.append(f"note:      {note}")
+    lines.append(
+        f"plan:      {plan['runs']} fine-tuning runs = {len(plan['confounders'])} confounder(s) "
+        f"({', '.join(plan['confounders'])}) x {len(plan['levels'])} level(s) x {plan['folds']} "
+        f"fold(s) x {plan['models']} models"
+    )
+    lines.append("(use --json for the full summary)")
+    return "\n".join(lines)
 
 
 def _check_cache_outside_out(cache_dir: Path, out_dir: Path) -> None:

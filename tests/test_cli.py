@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -160,3 +161,21 @@ def test_check_without_a_reference_says_how_to_get_one(capsys, tmp_path) -> None
     )
     assert code == 2
     assert "medaudit reference fetch" in err and "--reference" in err
+
+
+def test_dry_run_prints_the_cohort_and_the_plan(capsys, tmp_path) -> None:
+    from test_data_builders import make_nih_tree
+
+    make_nih_tree(tmp_path / "nih")
+    args = ["check", str(tmp_path / "m.pt"), "--modality", "cxr", "--data", str(tmp_path / "nih"),
+            "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out"), "--dry-run",
+            "--confounders", "tag,sex", "--levels", "0,1", "--folds", "2"]  # fmt: skip
+    code, out, _ = run_main(args, capsys)
+    assert code == 0
+    assert "source:    nih-cxr14 (detected)" in out
+    assert "plan:      16 fine-tuning runs" in out
+    code, out, _ = run_main([*args, "--json"], capsys)
+    summary = json.loads(out)
+    assert summary["plan"]["runs"] == 16
+    assert summary["images"] == summary["positive"] + summary["negative"]
+    assert not (tmp_path / "out").exists(), "a dry run writes no output folder"

@@ -292,3 +292,13 @@ def test_source_date_epoch_is_honoured_and_checked() -> None:
     assert render_time({"SOURCE_DATE_EPOCH": EPOCH}).isoformat() == "2023-11-14T22:13:20+00:00"
     with pytest.raises(ValueError, match="SOURCE_DATE_EPOCH"):
         render_time({"SOURCE_DATE_EPOCH": "yesterday"})
+
+
+def test_limitations_name_an_architecture_mismatch() -> None:
+    from audit.report.context import limitations
+
+    results = json.loads((Path(__file__).parent / "data" / "report_results.json").read_text())
+    results["models"][0]["arch"] = "densenet121"
+    results["models"][1]["arch"] = "resnet50"
+    text = " ".join(limitations(results))
+    assert "densenet121" in text and "resnet50" in text

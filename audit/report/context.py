@@ -593,6 +593,19 @@ def limitations(results: Mapping[str, Any]) -> list[str]:
             f"the study's protocol uses {STUDY_FOLDS} folds and levels "
             f"{', '.join(fmt_level(v) for v in STUDY_LEVELS)}."
         )
+    archs = {m["role"]: m["arch"] for m in results.get("models", [])}
+    if "user" in archs and "reference" in archs and archs["user"] != archs["reference"]:
+        items.append(
+            f"The audited model's architecture ({archs['user']}) differs from the reference's "
+            f"({archs['reference']}): the gap mixes the effect of pretraining data with that of "
+            "architecture and capacity."
+        )
+    if results.get("data", {}).get("split_source", "").startswith("study lists"):
+        items.append(
+            "Splits come from the study's published image lists, which let a few patients appear in "
+            "both a training pool and the test set (see the data section); they were kept so the "
+            "study is reproduced exactly."
+        )
     if any(c["kind"] == "sampling" for c in p["confounders"]):
         items.append(
             "A sampling confounder (such as sex) changes which cases are drawn, not pixels, so it "
