@@ -179,3 +179,15 @@ def test_dry_run_prints_the_cohort_and_the_plan(capsys, tmp_path) -> None:
     assert summary["plan"]["runs"] == 16
     assert summary["images"] == summary["positive"] + summary["negative"]
     assert not (tmp_path / "out").exists(), "a dry run writes no output folder"
+
+
+def test_training_path_imports_no_optional_heavy_library() -> None:
+    """A GPU machine without weasyprint, pydicom, onnxruntime or Ray can still train."""
+    code = (
+        "import sys, audit.pipeline, audit.runner, audit.train.engine, audit.demo, audit.commands; "
+        "heavy = [m for m in ('weasyprint', 'pydicom', 'onnxruntime', 'ray') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""
