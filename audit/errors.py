@@ -29,12 +29,6 @@ class UsageError(MedauditError):
     exit_code = ExitCode.USAGE
 
 
-class NotBuiltYet(MedauditError):
-    """A feature the command line names but this version does not provide yet."""
-
-    exit_code = ExitCode.USAGE
-
-
 class IncompleteAudit(MedauditError):
     """Some runs did not finish; no verdict may be drawn."""
 

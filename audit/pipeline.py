@@ -61,14 +61,19 @@ class AuditOutputs:
 
 
 def resolve_confounders(
-    settings: Settings, extra: Mapping[str, Confounder]
+    settings: Settings, extra: Mapping[str, Confounder], modality: str = "cxr"
 ) -> dict[str, tuple[Confounder, dict[str, Any]]]:
-    """Name -> (confounder, parameters): defaults <- preset <- settings, scaled at apply time."""
+    """Name -> (confounder, parameters): defaults <- preset <- settings, scaled at apply time.
+
+    A confounder with a preset named after the modality (noise: "ct", a CT HU window) uses it
+    unless the user chose a preset or set parameters themselves."""
     resolved = {}
     for name in settings.confounders:
         conf = extra.get(name) or get_confounder(name)
         overrides = dict(settings.confounder_params.get(name, {}))
         preset = overrides.pop("preset", None)
+        if preset is None and not overrides and modality in conf.presets and modality != "cxr":
+            preset = modality
         resolved[name] = (conf, conf.resolve_params(overrides, preset=preset))
     return resolved
 
@@ -280,7 +285,7 @@ def run_audit(request: AuditRequest) -> AuditOutputs:
     set_determinism(settings.train.deterministic)
     devices = parse_devices(request.device)
     device = torch.device(devices[0])
-    confounders = resolve_confounders(settings, request.extra_confounders)
+    confounders = resolve_confounders(settings, request.extra_confounders, request.cohort.modality)
     cohort = request.cohort
     models = [ref for ref, _ in request.models]
     if len({m.role for m in models}) != len(models):

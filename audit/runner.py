@@ -11,13 +11,14 @@ import logging
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from audit.confounders import Confounder, apply_confounder
 from audit.data.cases import Cohort
+from audit.errors import UsageError
 from audit.hashing import canonical, content_hash
 from audit.models.architectures import Backbone
 from audit.plan import RunSpec, cell_sets
@@ -26,7 +27,11 @@ from audit.store import ResultsStore
 from audit.train.engine import CellData, RunResult, fine_tune
 from audit.train.tensors import SetTensors, to_set_tensors
 
+if TYPE_CHECKING:
+    from audit.executors_ray import RayOptions
+
 log = logging.getLogger(__name__)
+EXECUTORS = ("local", "ray")
 
 
 @dataclass
@@ -36,6 +41,7 @@ class Outcome:
     results: list[RunResult] = field(default_factory=list)
     reused: int = 0
     failed: list[str] = field(default_factory=list)
+    environment: dict[str, Any] = field(default_factory=dict)  # what remote workers report
 
 
 @dataclass(frozen=True)
@@ -141,12 +147,18 @@ def execute(
     inputs: AuditInputs,
     store: ResultsStore,
     devices: Sequence[str],
+    executor: str = "local",
+    ray_options: RayOptions | None = None,
 ) -> Outcome:
     """Run what the store lacks, cell by cell; a failed run is recorded and the audit goes on.
 
-    One device runs in this process; several (``cuda:0,cuda:1`` or ``cpu,cpu``) get one worker
-    process each. Only this process writes to the store, so a kill loses no finished run.
+    ``local``: one device runs in this process; several (``cuda:0,cuda:1`` or ``cpu,cpu``) get
+    one worker process each. ``ray``: each cell is a task on a Ray cluster (``devices`` is
+    ``[]``, ``["cpu"]`` or ``["cuda"]``). Only this process writes to the store, so a kill loses
+    no finished run.
     """
+    if executor not in EXECUTORS:
+        raise UsageError(f"executor={executor!r} is not known; use one of {', '.join(EXECUTORS)}")
     outcome = Outcome()
     pending = []
     by_key = {spec.key: spec for spec in specs}
@@ -178,7 +190,14 @@ def execute(
         _log_progress(counter[0], len(specs), progress.disable)
 
     cells = group_by_cell(pending)
-    if len(devices) <= 1:
+    if executor == "ray" and cells:
+        from audit.executors_ray import RayOptions, run_cells_on_ray
+
+        workers = run_cells_on_ray(cells, inputs, devices, record, ray_options or RayOptions())
+        outcome.environment = {"executor": "ray", "ray_workers": workers}
+    elif executor == "ray":
+        outcome.environment = {"executor": "ray"}
+    elif len(devices) <= 1:
         device = torch.device(devices[0]) if devices else torch.device("cpu")
         for cell in cells:
             for item in run_cell(cell, inputs, device):

@@ -95,7 +95,9 @@ def select_images(
     return Selection(indices, name, found)
 
 
-def _stratified_sample(indices: np.ndarray, labels: np.ndarray, count: int, seed: int) -> np.ndarray:
+def _stratified_sample(
+    indices: np.ndarray, labels: np.ndarray, count: int, seed: int
+) -> np.ndarray:
     """``count`` indices keeping the label proportions (largest remainders), seeded."""
     rng = np.random.default_rng([seed, 7])
     classes, sizes = np.unique(labels, return_counts=True)

@@ -128,16 +128,21 @@ def decide(evidence: Mapping[str, Evidence], alpha: float) -> tuple[str, dict[st
         e = evidence[name]
         if adj_fail[i] < alpha:
             verdict = "fail"
-            reason = f"{e.summary}: exceeds the limit (Holm-adjusted p = {adj_fail[i]:.3g})."
+            reason = f"{e.summary}: exceeds the limit (Holm-adjusted {_p(adj_fail[i])})."
         elif adj_pass[i] < alpha:
             verdict = "pass"
-            reason = f"{e.summary}: within the limits (Holm-adjusted p = {adj_pass[i]:.3g})."
+            reason = f"{e.summary}: within the limits (Holm-adjusted {_p(adj_pass[i])})."
         else:
             verdict = "inconclusive"
             reason = (
                 f"{e.summary}: the data cannot tell whether the limits hold (Holm-adjusted "
-                f"p = {min(adj_fail[i], adj_pass[i]):.3g}, alpha {alpha:g}; more images narrow "
+                f"{_p(min(adj_fail[i], adj_pass[i]))}, alpha {alpha:g}; more images narrow "
                 "the intervals)."
             )
         decisions[name] = Decision(verdict, e.p_fail, e.p_pass, adj_fail[i], adj_pass[i], reason)
     return overall_verdict([d.verdict for d in decisions.values()]), decisions
+
+
+def _p(value: float) -> str:
+    """Bootstrap p-values have a resolution of 1 / resamples: 0 is shown as a bound."""
+    return "p < 0.001" if value < 0.001 else f"p = {value:.3g}"

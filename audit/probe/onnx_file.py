@@ -25,8 +25,15 @@ class OnnxSummary:
 
 
 def first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__
+    """The line of a runtime's error that says what went wrong, at most 300 characters.
+
+    Usually the first; TorchScript puts a generic header first and the cause last.
+    """
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    line = lines[-1] if "TorchScript interpreter" in lines[0] else lines[0]
+    return line[:300]
 
 
 def inspect_onnx(path: Path) -> OnnxSummary:
@@ -44,7 +51,7 @@ def inspect_onnx(path: Path) -> OnnxSummary:
         raise UsageError(f"{path.name} holds no ONNX graph (truncated or empty file?)")
     external = _check_external_data(model, path)
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(str(path))  # by path: external data is found beside it
     except Exception as error:  # noqa: BLE001 - ValidationError and C++ checker failures
         raise UsageError(f"{path.name} is not a valid ONNX model: {first_line(error)}") from None
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)

@@ -122,13 +122,13 @@ def resolve_input(
             f"{what}, i.e. {fixed_c} channel(s); --channels {channels} does not match: "
             "leave --channels out"
         )
-    if input_size is not None and (fixed_h, fixed_w) != (None, None):
-        if (fixed_h or input_size, fixed_w or input_size) != (input_size, input_size):
-            side = f"{fixed_h or '?'}x{fixed_w or '?'}"
-            hint = f"pass --input-size {fixed_h}" if fixed_h == fixed_w else "leave --input-size out"
-            raise UsageError(
-                f"{what}, i.e. {side} pixels; --input-size {input_size} does not match: {hint}"
-            )
+    wanted = (fixed_h or input_size, fixed_w or input_size)
+    if input_size is not None and wanted != (input_size, input_size):
+        side = f"{fixed_h or '?'}x{fixed_w or '?'}"
+        hint = f"pass --input-size {fixed_h}" if fixed_h == fixed_w else "leave --input-size out"
+        raise UsageError(
+            f"{what}, i.e. {side} pixels; --input-size {input_size} does not match: {hint}"
+        )
     side = input_size or DEFAULT_INPUT_SIZE
     return InputSpec(
         name=declared.name,
@@ -180,7 +180,9 @@ def resolve_normalization(
     if mean_v is not None and std_v is not None:
         if preset is not None:
             raise UsageError("give either --normalize or --mean/--std, not both")
-        return Normalization("custom", _per_channel(mean_v, channels, "--mean"), _std(std_v, channels))
+        return Normalization(
+            "custom", _per_channel(mean_v, channels, "--mean"), _std(std_v, channels)
+        )
     name = preset or "imagenet"
     if name not in NORMALIZE_PRESETS:
         raise UsageError(f"--normalize {name!r}; use one of {', '.join(NORMALIZE_PRESETS)}")

@@ -151,9 +151,7 @@ class OnnxRunner(Runner):
                 str(path), sess_options=session_options, providers=requested
             )
         except Exception as error:  # noqa: BLE001 - ORT raises Fail, InvalidGraph, ...
-            raise UsageError(
-                f"ONNX Runtime cannot load {path.name}: {first_line(error)}"
-            ) from None
+            raise UsageError(f"ONNX Runtime cannot load {path.name}: {first_line(error)}") from None
         names = [p[0] if isinstance(p, tuple) else p for p in requested]
         used = tuple(self.session.get_providers())
         fell_back = CUDA_PROVIDER in names and CUDA_PROVIDER not in used

@@ -14,6 +14,7 @@ says to export the model to ONNX or TorchScript.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +66,9 @@ def _torchscript(path: Path, trust_code: bool) -> TorchModel:
             f"just weights; if you trust the file pass {TRUST_CODE_FLAG}"
         )
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():  # torch's deprecation notice is not the user's concern
+            warnings.simplefilter("ignore", FutureWarning)
+            module = torch.jit.load(str(path), map_location="cpu")
     except Exception as error:  # noqa: BLE001 - one line for the user
         raise UsageError(f"cannot read {path.name} as TorchScript: {first_line(error)}") from None
     notes = ("loaded TorchScript (--trust-code)",)
