@@ -43,6 +43,34 @@ def _common_run_options(parser: argparse.ArgumentParser, default_out: str) -> No
         help="torch device(s); several, comma-separated (cuda:0,cuda:1 or cpu,cpu), get one worker process each (default: cuda if present, else cpu)",
     )
     run.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="where runs go: local (this process, or one worker process per --device) or ray "
+        "(each cell a task on a Ray cluster; needs the cluster extra: pip install 'medaudit[cluster]')",
+    )
+    run.add_argument(
+        "--ray-address",
+        default=None,
+        help="with --executor ray: the cluster's head (host:port, or auto on a cluster node); "
+        "default: start a local Ray cluster for this audit",
+    )
+    run.add_argument(
+        "--ray-cpus-per-task",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --executor ray on the CPU: CPUs (torch threads) each cell's task asks for (default 1)",
+    )
+    run.add_argument(
+        "--shared-cache",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="with --executor ray: a folder mounted on every Ray node; the decoded images are "
+        "written there once and workers read them from it (default: through Ray's object store)",
+    )
+    run.add_argument(
         "--deterministic",
         action="store_true",
         default=None,

@@ -149,6 +149,7 @@ def run_check(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, confounders=names)
     cache_dir = args.cache_dir or default_cache_dir()
     _check_cache_outside_out(cache_dir, args.out)
+    _check_executor_options(args)
     if args.dry_run:
         return _dry_run(args, settings, cache_dir)
     user = load_model(
@@ -205,6 +206,10 @@ def run_check(args: argparse.Namespace) -> int:
         device=args.device,
         extra_confounders=extra,
         protocol=None if args.synthetic else args.protocol,
+        executor=args.executor,
+        ray_address=args.ray_address,
+        shared_cache=args.shared_cache,
+        ray_cpus_per_task=args.ray_cpus_per_task,
     )
     outputs = run_audit(request)
     _print_summary(outputs.results, args.out)
@@ -294,11 +299,19 @@ def _dry_run_text(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _check_cache_outside_out(cache_dir: Path, out_dir: Path) -> None:
+def _check_cache_outside_out(cache_dir: Path, out_dir: Path, flag: str = "--cache-dir") -> None:
     """Decoded patient pixels never go where CI uploads from."""
     cache, out = Path(cache_dir).resolve(), Path(out_dir).resolve()
     if cache == out or out in cache.parents:
-        raise UsageError("--cache-dir must not be inside --out: CI systems upload --out")
+        raise UsageError(f"{flag} must not be inside --out: CI systems upload --out")
+
+
+def _check_executor_options(args: argparse.Namespace) -> None:
+    """Ray's options mean nothing to the local executor: say so rather than ignore them."""
+    if args.executor != "ray" and (args.ray_address or args.shared_cache):
+        raise UsageError("--ray-address and --shared-cache work with --executor ray; add it")
+    if args.shared_cache is not None:
+        _check_cache_outside_out(args.shared_cache, args.out, "--shared-cache")
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -306,6 +319,10 @@ def run_demo(args: argparse.Namespace) -> int:
 
     cache_dir = args.cache_dir or default_cache_dir()
     _check_cache_outside_out(cache_dir, args.out)
+    if args.executor != "local":
+        raise UsageError(
+            "medaudit demo runs locally; for Ray use: medaudit check --synthetic --executor ray"
+        )
     results = run_demo_audit(
         args.out,
         cache_dir,

@@ -111,11 +111,7 @@ def run_cells_on_ray(
         device = devices[0] if devices else _cluster_device(ray)
         shared = share_images(inputs, options.shared_cache) if options.shared_cache else None
         inputs_ref = ray.put(_for_workers(inputs, shared))
-        task = ray.remote(_cell_task).options(
-            max_retries=options.max_retries,
-            num_cpus=options.cpus_per_task,
-            num_gpus=1 if device.startswith("cuda") else 0,
-        )
+        task = ray.remote(_cell_task).options(**task_options(device, options))
         pending = {
             task.remote(cell, inputs_ref, shared, device, options.cpus_per_task): cell
             for cell in cells
@@ -133,6 +129,16 @@ def run_cells_on_ray(
             for ref in pending:  # interrupted: leave no orphan tasks on a shared cluster
                 ray.cancel(ref, force=True)
     return fingerprints
+
+
+def task_options(device: str, options: RayOptions) -> dict[str, Any]:
+    """What each cell's task asks of the cluster: one GPU (and its CPUs), or CPUs alone."""
+    return {
+        "num_cpus": options.cpus_per_task,
+        "num_gpus": 1 if device == "cuda" else 0,
+        "max_retries": options.max_retries,
+        "retry_exceptions": False,  # a run that raises fails the same way again: record it
+    }
 
 
 @contextlib.contextmanager
@@ -240,7 +246,7 @@ def _cell_task(
     device = torch.device(device_name)  # on a GPU task Ray has made its GPU the only one visible
     if device.type == "cpu":
         torch.set_num_threads(threads)
-    fingerprint = {**environment_fingerprint(device), "node": socket.gethostname()}
+    fingerprint = environment_fingerprint(device)
     if shared is not None:
         try:
             inputs = _with_shared_images(inputs, shared)
@@ -257,6 +263,11 @@ def _collect(
         return ray.get(ref)
     except ray.exceptions.RayError as exc:  # worker died past its retries, or an unexpected error
         message = f"Ray task failed: {_first_line(exc)}"
+        if "No module named" in message:
+            message += (
+                " (every module the audit uses, --confounder plugins too, must be installed"
+                " on the Ray workers)"
+            )
         return None, [RunFailure(spec.key, message) for spec in cell]
 
 

@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,6 +36,9 @@ from audit.splits import PatientSplit, SplitTable, patient_split
 from audit.store import ResultsStore
 from audit.train.device import environment_fingerprint, parse_devices, set_determinism
 
+if TYPE_CHECKING:
+    from audit.executors_ray import RayOptions
+
 log = logging.getLogger(__name__)
 ILLUSTRATIVE_NOTE = "illustrative: synthetic data"
 
@@ -50,6 +53,10 @@ class AuditRequest:
     device: str | None = None
     extra_confounders: Mapping[str, Confounder] = dataclasses.field(default_factory=dict)
     protocol: str | None = None  # "source-matters": the study's image lists decide the splits
+    executor: str = "local"  # or "ray": each cell a task on a Ray cluster
+    ray_address: str | None = None  # None: a local Ray cluster started for this audit
+    shared_cache: Path | None = None  # a folder every Ray node sees: images go there, not by value
+    ray_cpus_per_task: int = 1
 
 
 @dataclass(frozen=True)
@@ -277,14 +284,38 @@ def build_results(
     return _clean(results)
 
 
+def _placement(request: AuditRequest) -> tuple[list[str], RayOptions | None]:
+    """Devices and Ray options; Ray is checked for before any run, the driver's GPUs ignored."""
+    if request.executor != "ray":
+        return parse_devices(request.device), None
+    from audit.executors_ray import RayOptions, ray_devices, require_ray
+
+    require_ray()
+    options = RayOptions(
+        address=request.ray_address,
+        shared_cache=request.shared_cache,
+        cpus_per_task=request.ray_cpus_per_task,
+    )
+    return ray_devices(request.device), options
+
+
+def _environment(devices: Sequence[str], outcome: Outcome) -> dict[str, Any]:
+    """Where the runs ran: this machine, or (Ray) the first worker that reported, and all of them."""
+    if outcome.environment.get("executor") != "ray":
+        return environment_fingerprint(torch.device(devices[0]))
+    workers = outcome.environment.get("ray_workers") or [
+        environment_fingerprint(torch.device("cpu"))  # every run was reused: the driver's
+    ]
+    return {**workers[0], **outcome.environment}
+
+
 def run_audit(request: AuditRequest) -> AuditOutputs:
     """Plan, run what is missing, analyse and write results.json, report.pdf and junit.xml."""
     settings = request.settings
     out_dir = Path(request.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     set_determinism(settings.train.deterministic)
-    devices = parse_devices(request.device)
-    device = torch.device(devices[0])
+    devices, ray_options = _placement(request)
     confounders = resolve_confounders(settings, request.extra_confounders, request.cohort.modality)
     cohort = request.cohort
     models = [ref for ref, _ in request.models]
@@ -299,9 +330,9 @@ def run_audit(request: AuditRequest) -> AuditOutputs:
         backbones={ref.role: backbone for ref, backbone in request.models},
         base_seed=settings.seed,
     )
-    outcome = execute(specs, inputs, ResultsStore(out_dir), devices)
+    outcome = execute(specs, inputs, ResultsStore(out_dir), devices, request.executor, ray_options)
     results = build_results(
-        request, confounders, splits, specs, outcome, environment_fingerprint(device)
+        request, confounders, splits, specs, outcome, _environment(devices, outcome)
     )
     validate_results(results)
     results_path = out_dir / "results.json"

@@ -24,6 +24,7 @@ from audit.models.architectures import Backbone
 from audit.plan import RunSpec, cell_sets
 from audit.splits import SampleSet, SplitTable
 from audit.store import ResultsStore
+from audit.train.device import set_determinism
 from audit.train.engine import CellData, RunResult, fine_tune
 from audit.train.tensors import SetTensors, to_set_tensors
 
@@ -122,6 +123,7 @@ def run_cell(
     specs: Sequence[RunSpec], inputs: AuditInputs, device: torch.device
 ) -> list[RunResult | RunFailure]:
     """All runs of one cell: the confounded tensors are built once and shared by every model."""
+    set_determinism(specs[0].train.deterministic)  # worker processes start without the setting
     try:
         cell_data = CellBuilder(inputs, specs[0].train.input_size, device).build(*specs[0].cell)
     except (RuntimeError, ValueError) as exc:

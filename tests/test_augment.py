@@ -22,7 +22,9 @@ def test_zero_ranges_give_the_identity() -> None:
 
 def test_each_image_gets_its_own_transform_within_range() -> None:
     settings = TrainSettings()
-    theta = random_affine_matrices(512, settings, torch.Generator().manual_seed(0), torch.device("cpu"))
+    theta = random_affine_matrices(
+        512, settings, torch.Generator().manual_seed(0), torch.device("cpu")
+    )
     assert not torch.allclose(theta[0], theta[1])
     shifts = theta[:, :, 2]
     assert shifts.abs().max() <= 2 * settings.shift_fraction + 1e-6

@@ -155,8 +155,17 @@ def test_check_without_a_reference_says_how_to_get_one(capsys, tmp_path) -> None
 
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "m.pt")
     code, _, err = run_main(
-        ["check", str(tmp_path / "m.pt"), "--modality", "cxr", "--synthetic",
-         "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")],
+        [
+            "check",
+            str(tmp_path / "m.pt"),
+            "--modality",
+            "cxr",
+            "--synthetic",
+            "--out",
+            str(tmp_path / "out"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
         capsys,
     )
     assert code == 2

@@ -57,7 +57,7 @@ def test_bad_normalisation_lists_the_accepted_ones() -> None:
 
 
 def test_pyproject_tool_table_is_found_and_read(tmp_path: Path) -> None:
-    (tmp_path / "pyproject.toml").write_text('[tool.medaudit]\nfolds = 3\nlevels = [0, 1]\n')
+    (tmp_path / "pyproject.toml").write_text("[tool.medaudit]\nfolds = 3\nlevels = [0, 1]\n")
     nested = tmp_path / "a" / "b"
     nested.mkdir(parents=True)
     found = find_config_file(nested)

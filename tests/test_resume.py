@@ -66,7 +66,9 @@ def test_sigkill_mid_audit_then_resume_loses_and_redoes_nothing(checkpoints, tmp
     assert 2 <= len(before) < 6
     assert not (out / "results.json").exists()
 
-    done = subprocess.run(audit_command(user, reference, out, cache), capture_output=True, text=True)
+    done = subprocess.run(
+        audit_command(user, reference, out, cache), capture_output=True, text=True
+    )
     assert done.returncode in (0, 1, 3), done.stderr
     after = finished_runs(out)
     assert len(after) == 6
@@ -75,7 +77,9 @@ def test_sigkill_mid_audit_then_resume_loses_and_redoes_nothing(checkpoints, tmp
     assert resumed["status"]["runs_reused"] == len(before)
 
     straight = tmp_path / "straight"
-    done = subprocess.run(audit_command(user, reference, straight, cache), capture_output=True, text=True)
+    done = subprocess.run(
+        audit_command(user, reference, straight, cache), capture_output=True, text=True
+    )
     assert done.returncode in (0, 1, 3), done.stderr
     uninterrupted = json.loads((straight / "results.json").read_text())
     assert strip_timings(resumed) == strip_timings(uninterrupted)

@@ -98,7 +98,10 @@ def test_sex_sampling_sets_hold_the_level_among_positives(cohort, split, level) 
 
 
 def test_sex_training_size_is_the_same_at_every_level(cohort, split) -> None:
-    sizes = {len(cell_sets(cohort, split, get_confounder("sex"), lv, 0, 0).train.indices) for lv in LEVELS}
+    sizes = {
+        len(cell_sets(cohort, split, get_confounder("sex"), lv, 0, 0).train.indices)
+        for lv in LEVELS
+    }
     assert len(sizes) == 1
 
 
@@ -118,4 +121,6 @@ def test_split_hash_changes_with_the_seed(cohort) -> None:
 
 def test_too_few_patients_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="fewer than 3 patients"):
-        patient_split(np.array(["a", "a", "b"]), n_folds=2, val_fraction=0.15, test_fraction=0.25, seed=0)
+        patient_split(
+            np.array(["a", "a", "b"]), n_folds=2, val_fraction=0.15, test_fraction=0.25, seed=0
+        )

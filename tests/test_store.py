@@ -12,9 +12,19 @@ from audit.train.engine import RunResult
 
 def make_result(key: str = "k" * 24) -> RunResult:
     return RunResult(
-        key=key, role="user", confounder="tag", level=0.5, fold=0,
-        auc={"ood": 0.4, "iid": 0.9}, scores={"ood": (0.1, 0.9)}, case_ids={"ood": ("C1", "C2")},
-        labels={"ood": (0, 1)}, epochs_run=3, best_epoch=2, best_val_loss=0.5, seconds=1.0,
+        key=key,
+        role="user",
+        confounder="tag",
+        level=0.5,
+        fold=0,
+        auc={"ood": 0.4, "iid": 0.9},
+        scores={"ood": (0.1, 0.9)},
+        case_ids={"ood": ("C1", "C2")},
+        labels={"ood": (0, 1)},
+        epochs_run=3,
+        best_epoch=2,
+        best_val_loss=0.5,
+        seconds=1.0,
         device="cpu",
     )
 
