@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from audit.plan import RunSpec
-from audit.runner import AuditInputs, RunFailure, run_cell
+from audit.runner import AuditInputs, CellBuilder, RunFailure, run_cell
 from audit.train.engine import RunResult
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,11 @@ def _start_worker(inputs: AuditInputs, devices: Any, threads: int) -> None:
 
 
 def _work(cell: list[RunSpec]) -> list[RunResult | RunFailure]:
-    return run_cell(cell, _worker["inputs"], _worker["device"])
+    if "builder" not in _worker:  # one per worker: shared test sets are built once per process
+        _worker["builder"] = CellBuilder(
+            _worker["inputs"], cell[0].train.input_size, _worker["device"]
+        )
+    return run_cell(cell, _worker["inputs"], _worker["device"], _worker["builder"])
 
 
 def threads_per_worker(devices: Sequence[str]) -> int:

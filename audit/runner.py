@@ -120,12 +120,19 @@ class RunFailure:
 
 
 def run_cell(
-    specs: Sequence[RunSpec], inputs: AuditInputs, device: torch.device
+    specs: Sequence[RunSpec],
+    inputs: AuditInputs,
+    device: torch.device,
+    builder: CellBuilder | None = None,
 ) -> list[RunResult | RunFailure]:
-    """All runs of one cell: the confounded tensors are built once and shared by every model."""
+    """All runs of one cell: the confounded tensors are built once and shared by every model.
+
+    Pass the same ``builder`` for every cell of a process so the o.o.d. and clean test sets are
+    built once per confounder, not once per cell."""
     set_determinism(specs[0].train.deterministic)  # worker processes start without the setting
+    builder = builder or CellBuilder(inputs, specs[0].train.input_size, device)
     try:
-        cell_data = CellBuilder(inputs, specs[0].train.input_size, device).build(*specs[0].cell)
+        cell_data = builder.build(*specs[0].cell)
     except (RuntimeError, ValueError) as exc:
         return [RunFailure(spec.key, f"building the data failed: {exc}") for spec in specs]
     outputs: list[RunResult | RunFailure] = []
@@ -201,8 +208,9 @@ def execute(
         outcome.environment = {"executor": "ray"}
     elif len(devices) <= 1:
         device = torch.device(devices[0]) if devices else torch.device("cpu")
+        builder = CellBuilder(inputs, cells[0][0].train.input_size, device) if cells else None
         for cell in cells:
-            for item in run_cell(cell, inputs, device):
+            for item in run_cell(cell, inputs, device, builder):
                 record(item)
     else:
         from audit.executors import run_cells_in_processes

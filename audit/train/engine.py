@@ -16,7 +16,7 @@ from audit.models.architectures import Backbone
 from audit.plan import RunSpec
 from audit.train.augment import random_affine
 from audit.train.device import autocast
-from audit.train.tensors import SetTensors, normalise
+from audit.train.tensors import SetTensors, normalise, standardise, to_unit
 
 EVAL_BATCH = 256
 
@@ -99,9 +99,10 @@ def _train_epoch(
         if settings.max_steps_per_epoch is not None and step >= settings.max_steps_per_epoch:
             break
         idx = idx.to(device)
-        x = normalise(data.images[idx], settings.normalize)
+        x = to_unit(data.images[idx])
         if settings.augment:
             x = random_affine(x, settings, aug_gen)
+        x = standardise(x, settings.normalize)
         with autocast(device):
             logits = model(x).float()
         loss = F.binary_cross_entropy_with_logits(logits, data.labels[idx])

@@ -51,9 +51,17 @@ def to_set_tensors(
     )
 
 
-def normalise(batch: torch.Tensor, scheme: str, channels: int = 3) -> torch.Tensor:
-    """uint8 (B, S, S) to float (B, C, S, S) with the preprocessing the weights were trained with."""
-    x = batch.float().unsqueeze(1) / 255.0
+def to_unit(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, S, S) to one-channel float (B, 1, S, S) in [0, 1]."""
+    return batch.float().unsqueeze(1) / 255.0
+
+
+def standardise(x: torch.Tensor, scheme: str, channels: int = 3) -> torch.Tensor:
+    """One-channel [0, 1] floats to (B, C, S, S) with the preprocessing the weights expect.
+
+    Per-channel affine, so it commutes with the (linear, border-padded) augmentation warp: the
+    engine warps the single channel first, a third of the work of warping three copies.
+    """
     if scheme == "radimagenet":
         x = (x - 0.5) * 2.0  # (x - 127.5) * 2 / 255: the official PyTorch example
     x = x.expand(-1, channels, -1, -1)
@@ -62,3 +70,8 @@ def normalise(batch: torch.Tensor, scheme: str, channels: int = 3) -> torch.Tens
         std = torch.tensor(IMAGENET_STD[:channels], device=x.device).view(1, -1, 1, 1)
         x = (x - mean) / std
     return x.contiguous(memory_format=torch.channels_last)
+
+
+def normalise(batch: torch.Tensor, scheme: str, channels: int = 3) -> torch.Tensor:
+    """uint8 (B, S, S) to float (B, C, S, S) with the preprocessing the weights were trained with."""
+    return standardise(to_unit(batch), scheme, channels)
