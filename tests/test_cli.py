@@ -200,3 +200,28 @@ def test_training_path_imports_no_optional_heavy_library() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""
+
+
+def test_strict_turns_a_broken_file_into_exit_2(capsys, tmp_path) -> None:
+    import torch
+    import torchvision
+    from test_data_builders import write_manifest, write_png
+
+    rows = []
+    for n in range(12):
+        write_png(tmp_path / "img" / f"{n}.png", seed=n)
+        rows.append({"path": f"img/{n}.png", "label": str(n % 2), "patient_id": f"p{n}"})
+    (tmp_path / "img" / "bad.png").write_bytes(b"not a png at all")
+    rows.append({"path": "img/bad.png", "label": "1", "patient_id": "p99"})
+    manifest = write_manifest(tmp_path / "manifest.csv", rows)
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "m.pt")
+    code, _, err = run_main(
+        ["check", str(tmp_path / "m.pt"), "--modality", "cxr", "--data", str(manifest),
+         "--reference", str(tmp_path / "m.pt"), "--out", str(tmp_path / "out"),
+         "--cache-dir", str(tmp_path / "cache"), "--strict"],
+        capsys,
+    )  # fmt: skip
+    assert code == 2
+    errors = [line for line in err.splitlines() if line.startswith("medaudit: error:")]
+    assert len(errors) == 1 and "--strict" in errors[0]
+    assert "bad.png" not in err and "Traceback" not in err
