@@ -49,11 +49,12 @@ def _build(found: Recognised, device: torch.device) -> Built:
     with device:
         built = found.candidate.build(found.weights)
         if found.in_channels == 1 and found.first_conv is not None:
-            _make_gray(built.backbone.module, found.first_conv.removesuffix(".weight"))
+            make_gray(built.backbone.module, found.first_conv.removesuffix(".weight"))
     return built
 
 
-def _make_gray(module: nn.Module, path: str) -> None:
+def make_gray(module: nn.Module, path: str) -> None:
+    """Swap the first convolution for a one-channel GrayConv2d (the saved weights stay as saved)."""
     conv = module.get_submodule(path)
     assert isinstance(conv, nn.Conv2d)
     gray = GrayConv2d(

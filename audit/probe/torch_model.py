@@ -25,7 +25,7 @@ from torch import nn
 from audit.errors import UsageError
 from audit.models import formats
 from audit.models.architectures import TORCHVISION_ARCHS
-from audit.models.building import GrayConv2d
+from audit.models.building import make_gray
 from audit.models.checkpoints import TRUST_CODE_FLAG, Weights, read_weights
 from audit.models.recognise import Recognised, build_on_meta, recognise
 from audit.models.safe_unpickle import load_trusted_pickle
@@ -162,18 +162,8 @@ def _build_on(device: torch.device, found: Recognised, classes: int) -> nn.Modul
     with device:
         module = models.get_model(found.arch, weights=None, num_classes=classes)
         if found.in_channels == 1 and found.first_conv is not None:
-            _make_gray(module, found.first_conv.removesuffix(".weight"))
+            make_gray(module, found.first_conv.removesuffix(".weight"))
     return module
-
-
-def _make_gray(module: nn.Module, path: str) -> None:
-    conv = module.get_submodule(path)
-    assert isinstance(conv, nn.Conv2d)
-    gray = GrayConv2d(
-        1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-        conv.groups, conv.bias is not None, conv.padding_mode,
-    )  # fmt: skip
-    module.set_submodule(path, gray)
 
 
 def _with_counters(module: nn.Module, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
