@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from audit.atomic import atomic_write_bytes, atomic_write_text
+from audit.report.junit import add_verdict_case
 
 
 @cache
@@ -36,17 +37,11 @@ def junit_tree(results: dict[str, Any]) -> ET.Element:
     suite = ET.Element("testsuite", name="medaudit.probe", tests=str(len(rows)))
     failures = skipped = 0
     for row in rows:
-        case = ET.SubElement(suite, "testcase", classname="medaudit.probe", name=row["name"])
-        message = row.get("reason", "")
-        if row["verdict"] == "fail":
-            ET.SubElement(case, "failure", message=message)
-            failures += 1
-        elif row["verdict"] == "inconclusive":
-            ET.SubElement(case, "skipped", message=f"inconclusive: {message}")
-            skipped += 1
-        elif row["verdict"] == "not-gated":
-            ET.SubElement(case, "skipped", message=message)
-            skipped += 1
+        failed, skip = add_verdict_case(
+            suite, "medaudit.probe", row["name"], row["verdict"], row.get("reason", "")
+        )
+        failures += failed
+        skipped += skip
     suite.set("failures", str(failures))
     suite.set("errors", "0")
     suite.set("skipped", str(skipped))
