@@ -34,6 +34,11 @@ def _parse_levels(text: str | None) -> tuple[float, ...] | None:
         ) from None
 
 
+def _parse_views(text: str) -> tuple[str, ...]:
+    """``--views PA,AP``; ``all`` keeps every view (an empty filter)."""
+    return () if text.strip().lower() == "all" else tuple(text.split(","))
+
+
 def _parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
     params: dict[str, dict[str, Any]] = {}
     for item in items:
@@ -47,13 +52,11 @@ def _parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
     return params
 
 
-def settings_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None) -> Settings:
-    """Defaults <- base (command defaults) <- config file <- flags."""
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Defaults <- config file <- flags (the layering itself is `build_settings`'s)."""
     config_path = args.config or find_config_file(Path.cwd())
     file_values = read_config_table(config_path) if config_path else {}
-    file_values.pop(
-        "reference_sha256", None
-    )  # read by `medaudit reference fetch`, not an audit setting
+    file_values.pop("reference_sha256", None)  # read by `reference fetch`, not an audit setting
     if config_path:
         log.info("settings from %s", config_path.name)
     train_flags = {
@@ -79,13 +82,7 @@ def settings_from_args(args: argparse.Namespace, base: dict[str, Any] | None = N
         "confounder_params": _parse_params(args.param) or None,
         "train": {k: v for k, v in train_flags.items() if v is not None},
     }
-    layered = dict(base or {})
-    for key, value in file_values.items():
-        if key == "train" and isinstance(value, dict):
-            layered.setdefault("train", {}).update(value)
-        else:
-            layered[key] = value
-    return build_settings(layered, flags)
+    return build_settings(file_values, flags)
 
 
 def _command_line() -> str:
@@ -219,7 +216,7 @@ def run_check(args: argparse.Namespace) -> int:
 def _data_request(args: argparse.Namespace, settings: Settings, cache_dir: Path):  # noqa: ANN202
     from audit.data.loading import DataRequest
 
-    views = () if args.views.strip().lower() == "all" else tuple(args.views.split(","))
+    views = _parse_views(args.views)
     return DataRequest(
         args.data, args.modality, cache_dir=cache_dir, source=args.source, finding=args.finding,
         views=views, protocol=args.protocol, image_size=settings.image_size, strict=args.strict,
@@ -400,7 +397,7 @@ def run_probe(args: argparse.Namespace) -> int:
     )
     normalization = resolve_normalization(args.normalize, args.mean, args.std, spec.channels)
     choose_score(args.score_output, runner.trial(spec), args.model.name)  # before any loading
-    views = () if args.views.strip().lower() == "all" else tuple(args.views.split(","))
+    views = _parse_views(args.views)
     cohort = load_probe_cohort(
         CohortOptions(
             args.modality, args.image_size or min(2048, max(16, spec.height, spec.width)),

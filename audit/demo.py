@@ -104,7 +104,6 @@ def run_demo_audit(
     command: str = "medaudit demo",
 ) -> dict[str, Any]:
     """Pretrain (or reuse) both stand-ins, audit, and return the results."""
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     settings = demo_settings(quick, deterministic)
     cohort = make_phantom_cohort(
         PhantomSettings(

@@ -23,8 +23,6 @@ def canonical(obj: Any) -> Any:
         return [canonical(v) for v in obj.tolist()]
     if isinstance(obj, np.generic):
         return obj.item()
-    if isinstance(obj, float) and obj.is_integer():
-        return obj  # keep 1.0 as 1.0: json writes it so, and it stays stable
     return obj
 
 

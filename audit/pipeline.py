@@ -79,7 +79,7 @@ def resolve_confounders(
         conf = extra.get(name) or get_confounder(name)
         overrides = dict(settings.confounder_params.get(name, {}))
         preset = overrides.pop("preset", None)
-        if preset is None and not overrides and modality in conf.presets and modality != "cxr":
+        if preset is None and not overrides and modality in conf.presets:
             preset = modality
         resolved[name] = (conf, conf.resolve_params(overrides, preset=preset))
     return resolved
@@ -113,7 +113,11 @@ def _clean(value: Any) -> Any:
 
 
 def _verdict(
-    outcome: Outcome, settings: Settings, names: Sequence[str], has_reference: bool
+    outcome: Outcome,
+    settings: Settings,
+    names: Sequence[str],
+    has_reference: bool,
+    summary: Mapping[str, Any],
 ) -> dict[str, Any] | None:
     """The pre-declared verdict, or None when runs are missing (an incomplete audit decides nothing)."""
     if outcome.failed or not has_reference:
@@ -127,7 +131,6 @@ def _verdict(
         n_resamples=settings.n_resamples,
         seed=settings.seed,
     )
-    summary = auc_summary(outcome.results, settings.levels)
     gaps = {}
     for name in names:
         scores = ood_scores(outcome.results, name, settings.levels)
@@ -197,8 +200,11 @@ def build_results(
     settings, cohort = request.settings, request.cohort
     complete = not outcome.failed and len(outcome.results) == len(specs)
     roles = {ref.role for ref, _ in request.models}
+    auc = auc_summary(outcome.results, settings.levels)
     verdict = (
-        _verdict(outcome, settings, list(confounders), "reference" in roles) if complete else None
+        _verdict(outcome, settings, list(confounders), "reference" in roles, auc)
+        if complete
+        else None
     )
     results = {
         "schema_version": SCHEMA_VERSION,
@@ -256,7 +262,7 @@ def build_results(
             "n_resamples": settings.n_resamples,
         },
         "environment": dict(environment),
-        "auc": auc_summary(outcome.results, settings.levels),
+        "auc": auc,
         "operating": operating_summary(outcome.results, settings.levels),
         "runs": [
             {

@@ -126,6 +126,13 @@ def build_runs(
     return tuple(specs)
 
 
+def attribute_masks(cohort: Cohort, confounder: Confounder) -> tuple[np.ndarray, np.ndarray]:
+    """For a sampling confounder: which cases record the attribute, and which have its value."""
+    values = np.array([getattr(c, confounder.attribute or "") for c in cohort.cases], dtype=object)
+    known = np.array([v is not None and v != "" for v in values])
+    return known, values == confounder.attribute_value
+
+
 def cell_sets(
     cohort: Cohort, split: PatientSplit, confounder: Confounder, level: float, fold: int, seed: int
 ) -> CellSets:
@@ -139,11 +146,7 @@ def cell_sets(
     if confounder.kind == "sampling" and split.presampled:
         return _presampled_sets(cohort, split, confounder, fold)
     if confounder.kind == "sampling":
-        values = np.array(
-            [getattr(c, confounder.attribute or "") for c in cohort.cases], dtype=object
-        )
-        known = np.array([v is not None and v != "" for v in values])
-        has = values == confounder.attribute_value
+        known, has = attribute_masks(cohort, confounder)
         fold_rng = np.random.default_rng([seed, int(round(level * 1000)), fold])
         test_rng = np.random.default_rng([seed, int(round(level * 1000)), 10_000])
         return CellSets(
@@ -170,8 +173,7 @@ def _presampled_sets(
 ) -> CellSets:
     """The study's sex lists: training pools already drawn at the level, and a test set that is
     the o.o.d. arrangement itself (so there is no i.i.d. or clean set)."""
-    values = np.array([getattr(c, confounder.attribute or "") for c in cohort.cases], dtype=object)
-    has = values == confounder.attribute_value
+    _, has = attribute_masks(cohort, confounder)
     train_idx, val_idx = split.folds[fold]
     return CellSets(
         train=SampleSet("train", train_idx, has[train_idx]),
