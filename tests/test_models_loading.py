@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from model_builders import assert_same_weights, randomised
 from torch import nn
 from torchvision import models
 
@@ -20,24 +21,6 @@ from audit.models.loading import load_model, sniff_format
 from audit.models.recognise import recognise
 from audit.models.safe_unpickle import allowed_metadata_names
 from audit.models.tiny import TinyResNet
-
-
-def randomised(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random values in every float tensor, BN statistics included, so equality means something."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for key, tensor in model.state_dict().items():
-            if tensor.is_floating_point():
-                values = torch.randn(tensor.shape, generator=generator)
-                tensor.copy_(values.abs() + 0.5 if key.endswith("running_var") else values)
-    return model
-
-
-def assert_same_weights(loaded: nn.Module, saved: dict[str, torch.Tensor]) -> None:
-    got = loaded.state_dict()
-    assert set(got) == set(saved)
-    for key, value in saved.items():
-        assert torch.equal(got[key], value), key
 
 
 def backbone_part(state_dict: dict[str, torch.Tensor], head: str) -> dict[str, torch.Tensor]:

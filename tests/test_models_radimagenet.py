@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from model_builders import assert_same_weights, randomised
 from torch import nn
 from torchvision import models
 
@@ -13,23 +14,6 @@ from audit.models.loading import load_model, load_reference
 from audit.models.radimagenet import KerasResNet50
 
 CHILD_NAMES = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
-
-
-def randomised(model: nn.Module, seed: int = 0) -> nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for key, tensor in model.state_dict().items():
-            if tensor.is_floating_point():
-                values = torch.randn(tensor.shape, generator=generator)
-                tensor.copy_(values.abs() + 0.5 if key.endswith("running_var") else values)
-    return model
-
-
-def assert_same_weights(loaded: nn.Module, saved: dict[str, torch.Tensor]) -> None:
-    got = loaded.state_dict()
-    assert set(got) == set(saved)
-    for key, value in saved.items():
-        assert torch.equal(got[key], value), key
 
 
 class OfficialBackbone(nn.Module):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from audit.atomic import atomic_write_bytes, atomic_write_text
-from audit.report.junit import add_verdict_case
+from audit.report.junit import add_verdict_cases
 
 
 @cache
@@ -35,13 +35,9 @@ def junit_tree(results: dict[str, Any]) -> ET.Element:
     """One test case per confounder: fail is a failure, inconclusive and not-gated are skipped."""
     rows = results["confounders"]
     suite = ET.Element("testsuite", name="medaudit.probe", tests=str(len(rows)))
-    failures = skipped = 0
-    for row in rows:
-        failed, skip = add_verdict_case(
-            suite, "medaudit.probe", row["name"], row["verdict"], row.get("reason", "")
-        )
-        failures += failed
-        skipped += skip
+    failures, skipped = add_verdict_cases(
+        suite, "medaudit.probe", [(r["name"], r["verdict"], r.get("reason", "")) for r in rows]
+    )
     suite.set("failures", str(failures))
     suite.set("errors", "0")
     suite.set("skipped", str(skipped))

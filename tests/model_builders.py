@@ -1,0 +1,24 @@
+"""Shared by the loader tests: weights worth comparing, and an exact comparison."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def randomised(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random values in every float tensor, BN statistics included, so equality means something."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for key, tensor in model.state_dict().items():
+            if tensor.is_floating_point():
+                values = torch.randn(tensor.shape, generator=generator)
+                tensor.copy_(values.abs() + 0.5 if key.endswith("running_var") else values)
+    return model
+
+
+def assert_same_weights(loaded: nn.Module, saved: dict[str, torch.Tensor]) -> None:
+    got = loaded.state_dict()
+    assert set(got) == set(saved)
+    for key, value in saved.items():
+        assert torch.equal(got[key], value), key
