@@ -256,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common_run_options(check, "medaudit-out")
     _protocol_options(check)
+    _check_probe_options(check)
     check.set_defaults(handler="check")
 
     demo = sub.add_parser(
@@ -304,6 +305,51 @@ def build_parser() -> argparse.ArgumentParser:
 
     _reference_parser(sub)
     return parser
+
+
+def _check_probe_options(check: argparse.ArgumentParser) -> None:
+    probe = check.add_argument_group(
+        "probe (with --probe)",
+        "Before fine-tuning, probe MODEL as shipped, classifier included: score up to "
+        "--probe-images of the data clean and with each confounder added (as 'medaudit probe' "
+        "does, with the audit's seed, alpha, resamples, confounders, --input-size and the model's "
+        "preprocessing). The probe's results go into results.json, junit.xml and the report; the "
+        "exit code is the worse of the two verdicts.",
+    )
+    probe.add_argument(
+        "--probe", action="store_true",
+        help="run the training-free probe first and include it (MODEL must keep its classifier)",
+    )  # fmt: skip
+    probe.add_argument(
+        "--probe-images", type=int, default=1000, metavar="N",
+        help="images probed, a seeded label-stratified sample (default 1000; 0: all)",
+    )  # fmt: skip
+    probe.add_argument(
+        "--score-output", default=None, metavar="OUTPUT[:COLUMN]",
+        help="the model's score: an output name or index and a column, e.g. logits:1 "
+        "(default: the one column, or column 1 of two)",
+    )  # fmt: skip
+    probe.add_argument(
+        "--activation", choices=["auto", "none", "sigmoid", "softmax"], default="auto",
+        help="how outputs become probabilities (default auto)",
+    )  # fmt: skip
+    probe.add_argument(
+        "--max-shift", type=float, default=0.05,
+        help="largest tolerated mean score shift, either sign (default 0.05)",
+    )  # fmt: skip
+    probe.add_argument(
+        "--max-flip-rate", type=float, default=0.05,
+        help="largest tolerated fraction of flipped decisions (default 0.05)",
+    )  # fmt: skip
+    probe.add_argument(
+        "--max-sex-auc-gap", type=float, default=None,
+        help="gate sex on the AUC gap between sexes (default: reported, not gated)",
+    )  # fmt: skip
+    probe.add_argument(
+        "--threshold", type=float, default=None,
+        help="operating threshold on the probability scale (default: Youden's J on the clean "
+        "probed images)",
+    )  # fmt: skip
 
 
 def _reference_parser(sub: argparse._SubParsersAction) -> None:

@@ -114,14 +114,28 @@ def _print_summary(results: dict[str, Any], out_dir: Path) -> None:
             f"[{gap['ci_low']:+.3f}, {gap['ci_high']:+.3f}]"
         )
     print(f"overall: {verdict['overall'].upper()}")
+    probe = results.get("probe")
+    if probe:
+        from audit.probe.outputs import verdict_lines
+        from audit.verdict import overall_verdict
+
+        print("probe (training-free, the model as shipped):")
+        lines = verdict_lines(probe)
+        print("\n".join([*lines[:-1], f"probe {lines[-1]}"]))
+        gate = overall_verdict([verdict["overall"], probe["verdict"]["overall"]])
+        print(f"gate:    {gate.upper()} (the worse of the audit's and the probe's verdicts)")
 
 
 def _exit_code(results: dict[str, Any], inconclusive_exit: int) -> int:
+    """The audit's verdict; with ``--probe`` the worse of the audit's and the probe's."""
     if not results["status"]["complete"] or results.get("verdict") is None:
         return int(ExitCode.INTERNAL)
-    from audit.verdict import exit_code_for
+    from audit.verdict import exit_code_for, overall_verdict
 
-    return exit_code_for(results["verdict"]["overall"], inconclusive_exit)
+    verdicts = [results["verdict"]["overall"]]
+    if results.get("probe"):
+        verdicts.append(results["probe"]["verdict"]["overall"])
+    return exit_code_for(overall_verdict(verdicts), inconclusive_exit)
 
 
 def _extra_confounders(args: argparse.Namespace) -> dict:
@@ -158,7 +172,13 @@ def run_check(args: argparse.Namespace) -> int:
     if reference_path is None:
         raise UsageError(how_to_get_reference())
     reference = load_reference(reference_path)
+    prepared = _prepare_probe(args, settings, user, extra) if args.probe else None
     cohort = _load_cohort(args, settings, cache_dir)  # after the models: fail before decoding
+    probe_results = None
+    if prepared is not None:
+        from audit.probe.in_check import probe_cohort
+
+        probe_results = probe_cohort(prepared, cohort, settings)
     models = [
         (
             ModelRef(
@@ -207,10 +227,30 @@ def run_check(args: argparse.Namespace) -> int:
         ray_address=args.ray_address,
         shared_cache=args.shared_cache,
         ray_cpus_per_task=args.ray_cpus_per_task,
+        probe=probe_results,
     )
     outputs = run_audit(request)
     _print_summary(outputs.results, args.out)
     return _exit_code(outputs.results, args.inconclusive_exit)
+
+
+def _prepare_probe(args: argparse.Namespace, settings: Settings, user: Any, extra: dict):  # noqa: ANN202
+    """Open the user's model whole for ``--probe`` and try it, before any image is decoded."""
+    from audit.probe.in_check import CheckProbeOptions, prepare
+
+    options = CheckProbeOptions(
+        args.model, device=args.device, arch=args.arch, trust_code=args.trust_code,
+        trust_pickle=args.trust_pickle, preprocessing=user.preprocessing,
+        score_output=args.score_output, activation=args.activation,
+        max_images=args.probe_images or None, max_shift=args.max_shift,
+        max_flip_rate=args.max_flip_rate, max_sex_auc_gap=args.max_sex_auc_gap,
+        threshold=args.threshold, model_sha256=user.sha256, command=_command_line(),
+        extra_confounders=extra,
+    )  # fmt: skip
+    try:
+        return prepare(options, settings)
+    except UsageError as error:
+        raise UsageError(f"--probe: {error}") from None
 
 
 def _data_request(args: argparse.Namespace, settings: Settings, cache_dir: Path):  # noqa: ANN202

@@ -57,6 +57,7 @@ class AuditRequest:
     ray_address: str | None = None  # None: a local Ray cluster started for this audit
     shared_cache: Path | None = None  # a folder every Ray node sees: images go there, not by value
     ray_cpus_per_task: int = 1
+    probe: Mapping[str, Any] | None = None  # `check --probe`: the probe's results, run first
 
 
 @dataclass(frozen=True)
@@ -282,6 +283,8 @@ def build_results(
         "provenance": environment_details(),
         "examples": example_images(_example_cohort(cohort, settings), confounders, settings.seed),
     }
+    if request.probe is not None:
+        results["probe"] = dict(request.probe)
     if complete and "reference" in roles:
         results["statistics"] = {
             name: descriptive_statistics(outcome.results, name, settings.levels)

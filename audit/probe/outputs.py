@@ -71,6 +71,19 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
     ]
     if results["illustrative"]:
         lines.append(f"({results['illustrative_note']})")
+    lines.extend(verdict_lines(results)[:-1])
+    rate = timing.get("images_per_second")
+    speed = f", {rate:.1f} images/s in the model" if rate else ""
+    lines.append(
+        f"overall: {results['verdict']['overall'].upper()} "
+        f"({timing['images_scored']} images scored in {timing['seconds_total']:.1f} s{speed})"
+    )
+    return lines
+
+
+def verdict_lines(results: dict[str, Any]) -> list[str]:
+    """One line per confounder with its measures, then the overall verdict."""
+    lines = []
     for row in results["confounders"]:
         if row["kind"] == "pixel":
             shift, flips = row["mean_shift"], row["flip_rate"]
@@ -86,10 +99,5 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
                 else "AUC by sex not available"
             )
         lines.append(f"  {row['name']:<8} {row['verdict'].upper():<13} {detail}")
-    rate = timing.get("images_per_second")
-    speed = f", {rate:.1f} images/s in the model" if rate else ""
-    lines.append(
-        f"overall: {results['verdict']['overall'].upper()} "
-        f"({timing['images_scored']} images scored in {timing['seconds_total']:.1f} s{speed})"
-    )
+    lines.append(f"overall: {results['verdict']['overall'].upper()}")
     return lines

@@ -75,6 +75,9 @@ class ProbeRequest:
     worst_count: int = 10
     command: str = ""
     model_sha256: str = ""
+    extra_confounders: Mapping[str, Confounder] = field(
+        default_factory=dict
+    )  # --confounder plugins
 
 
 @dataclass
@@ -108,12 +111,16 @@ class _Scorer:
 
 
 def resolve_confounders(
-    names: tuple[str, ...], params: Mapping[str, Mapping[str, Any]], modality: str
+    names: tuple[str, ...],
+    params: Mapping[str, Mapping[str, Any]],
+    modality: str,
+    extra: Mapping[str, Confounder] | None = None,
 ) -> dict[str, tuple[Confounder, dict[str, Any], str | None]]:
-    """Name -> (confounder, parameters, preset). Noise defaults to the modality's HU window."""
+    """Name -> (confounder, parameters, preset). Noise defaults to the modality's HU window;
+    ``extra`` holds confounders loaded from plugins, which the registry does not know."""
     resolved = {}
     for name in names:
-        conf = get_confounder(name)
+        conf = (extra or {}).get(name) or get_confounder(name)
         if conf.kind == "sampling" and conf.attribute != "sex":
             raise UsageError(
                 f"confounder {conf.name!r} selects cases by {conf.attribute!r}; the probe "
@@ -136,7 +143,9 @@ def run_probe(request: ProbeRequest, progress: Callable[[str], None] | None = No
     """Score, measure and decide; the results document (``"kind": "probe"``)."""
     say = progress or log.info
     runner, cohort, t = request.runner, request.cohort, request.thresholds
-    confounders = resolve_confounders(request.confounders, request.params, cohort.modality)
+    confounders = resolve_confounders(
+        request.confounders, request.params, cohort.modality, request.extra_confounders
+    )
     if not any(c.kind == "pixel" for c, _, _ in confounders.values()) and (
         t.max_sex_auc_gap is None
     ):

@@ -42,6 +42,14 @@ def junit_tree(results: dict[str, Any]) -> ET.Element:
         "medaudit.shortcut",
         [(r["confounder"], r["verdict"], r.get("reason", "")) for r in rows],
     )
+    probe = results.get("probe")
+    if probe:  # check --probe: the probe's verdicts beside the audit's
+        rows = probe["confounders"]
+        more = add_verdict_cases(
+            suite, "medaudit.probe", [(r["name"], r["verdict"], r.get("reason", "")) for r in rows]
+        )
+        failures, skipped = failures + more[0], skipped + more[1]
+        suite.set("tests", str(int(suite.get("tests", "0")) + len(rows)))
     suite.set("failures", str(failures))
     suite.set("errors", str(errors))
     suite.set("skipped", str(skipped))

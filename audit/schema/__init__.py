@@ -17,7 +17,12 @@ def results_schema() -> dict[str, Any]:
 
 
 def validate_results(results: dict[str, Any]) -> None:
-    """Raise jsonschema.ValidationError when results break the contract."""
+    """Raise jsonschema.ValidationError when results break the contract; an embedded probe
+    (``check --probe``) is held to the probe's own schema."""
     import jsonschema
 
     jsonschema.validate(results, results_schema())
+    if "probe" in results:
+        from audit.probe.outputs import validate_probe_results
+
+        validate_probe_results(results["probe"])

@@ -1,0 +1,115 @@
+"""``check --probe``: the training-free probe of the shipped model, run before the fine-tuning.
+
+The probe reads the same cohort the audit loaded and takes the audit's own settings where the
+two share a meaning (seed, alpha, bootstrap resamples, confounders and their parameters, the
+input size and the model's preprocessing), so ``check --probe`` gives the numbers a standalone
+``medaudit probe`` with the same choices gives. It is prepared in two steps: the model is opened
+and tried on one batch before any image is decoded (a model without its classifier fails in
+seconds, not after the data loaded), then probed once the cohort is there.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from audit.config import Settings
+from audit.confounders import Confounder, get_confounder
+from audit.data.cases import Cohort
+from audit.errors import UsageError
+from audit.probe.cohort import select_images
+from audit.probe.decide import ProbeThresholds
+from audit.probe.pipeline import ProbeRequest, run_probe
+from audit.probe.preprocess import Preprocessor, resolve_input, resolve_normalization
+from audit.probe.runner import ModelOptions, Runner, open_runner
+from audit.probe.scores import choose_score
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CheckProbeOptions:
+    """The probe's own flags on ``check``; the rest comes from the audit's settings."""
+
+    model: Path
+    device: str | None = None
+    arch: str | None = None
+    trust_code: bool = False
+    trust_pickle: bool = False
+    preprocessing: str = "imagenet"  # the user's model's, as ``load_model`` recorded it
+    score_output: str | None = None
+    activation: str = "auto"
+    max_images: int | None = 1000
+    max_shift: float = 0.05
+    max_flip_rate: float = 0.05
+    max_sex_auc_gap: float | None = None
+    threshold: float | None = None
+    batch_size: int = 32
+    model_sha256: str = ""
+    command: str = ""
+    extra_confounders: Mapping[str, Confounder] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PreparedProbe:
+    options: CheckProbeOptions
+    runner: Runner
+    preprocessor: Preprocessor
+    names: tuple[str, ...]
+    thresholds: ProbeThresholds
+
+
+def probed_confounders(
+    names: tuple[str, ...], extra: Mapping[str, Confounder]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(probed, skipped): pixel confounders and sex are probed; other sampling ones cannot be."""
+    probed, skipped = [], []
+    for name in names:
+        conf = extra.get(name) or get_confounder(name)
+        fits = conf.kind == "pixel" or conf.attribute == "sex"
+        (probed if fits else skipped).append(name)
+    return tuple(probed), tuple(skipped)
+
+
+def prepare(options: CheckProbeOptions, settings: Settings) -> PreparedProbe:
+    """Open the model whole (classifier included) and try it; no image is read yet."""
+    if options.batch_size < 1:
+        raise UsageError(f"--probe-batch-size {options.batch_size}: use 1 or more")
+    names, skipped = probed_confounders(settings.confounders, options.extra_confounders)
+    if skipped:
+        log.warning("--probe: not probed (they select cases, pixels stay): %s", ", ".join(skipped))
+    if not names:
+        raise UsageError("--probe: none of the audit's confounders can be probed")
+    device = (options.device or "auto").split(",")[0].strip() or "auto"
+    runner = open_runner(
+        ModelOptions(options.model, device, options.arch, options.trust_code, options.trust_pickle)
+    )
+    # The audit's fine-tuning input size; a model that declares its own must agree with it.
+    spec = resolve_input(runner.declared, options.model.name, input_size=settings.train.input_size)
+    preset = settings.train.normalize
+    preset = options.preprocessing if preset == "auto" else preset
+    normalization = resolve_normalization(preset, None, None, spec.channels)
+    choose_score(options.score_output, runner.trial(spec), options.model.name)
+    thresholds = ProbeThresholds(
+        max_shift=options.max_shift, max_flip_rate=options.max_flip_rate, alpha=settings.alpha,
+        n_resamples=settings.n_resamples, seed=settings.seed,
+        max_sex_auc_gap=options.max_sex_auc_gap, threshold=options.threshold,
+    )  # fmt: skip
+    return PreparedProbe(options, runner, Preprocessor(spec, normalization), names, thresholds)
+
+
+def probe_cohort(prepared: PreparedProbe, cohort: Cohort, settings: Settings) -> dict[str, Any]:
+    """Run the prepared probe on the audit's cohort; the probe's results document."""
+    options = prepared.options
+    selection = select_images(cohort, None, options.max_images, settings.seed)
+    log.info("probing %s before the fine-tuning runs", selection.description)
+    request = ProbeRequest(
+        prepared.runner, prepared.preprocessor, cohort, selection, prepared.names,
+        settings.confounder_params, prepared.thresholds, options.score_output,
+        options.activation, options.batch_size, command=options.command,
+        model_sha256=options.model_sha256, extra_confounders=options.extra_confounders,
+    )  # fmt: skip
+    return run_probe(request)

@@ -1,0 +1,121 @@
+"""`check --probe`: the training-free probe runs first, lands in every output and gates the exit."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from audit import cli
+from audit.commands import _exit_code
+from audit.schema import validate_results
+
+PROBE_KEYS = ("mean_shift", "flip_rate", "auc", "groups", "auc_gap", "verdict")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    whole = torchvision.models.resnet18(num_classes=1)
+    paths = {"user": folder / "user.pt", "reference": folder / "reference.pt",
+             "backbone": folder / "backbone.pt"}  # fmt: skip
+    torch.save(whole.state_dict(), paths["user"])
+    torch.save(torchvision.models.resnet18(num_classes=1000).state_dict(), paths["reference"])
+    torch.save({k: v for k, v in whole.state_dict().items() if not k.startswith("fc.")},
+               paths["backbone"])  # fmt: skip
+    return paths
+
+
+COMMON = [
+    "--modality", "cxr", "--synthetic", "--synthetic-patients", "120", "--image-size", "32",
+    "--input-size", "32", "--resamples", "200", "--confounders", "tag,sex", "--device", "cpu",
+]  # fmt: skip
+
+
+def check(models: dict[str, Path], model: Path, tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        "--quiet", "check", str(model), *COMMON, "--reference", str(models["reference"]),
+        "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
+        "--levels", "0,1", "--folds", "1", "--epochs", "1", "--max-steps", "1",
+        "--batch-size", "8", "--probe", *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def audited(models, tmp_path_factory) -> tuple[int, str, Path]:
+    """One `check --probe` run shared by the tests that read its outputs."""
+    folder = tmp_path_factory.mktemp("audited")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = cli.main(check(models, models["user"], folder))
+    return code, printed.getvalue(), folder
+
+
+def test_check_probe_embeds_the_probe_a_standalone_run_gives(models, audited) -> None:
+    code, printed, tmp_path = audited
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    validate_results(results)
+    embedded = results["probe"]
+    assert embedded["kind"] == "probe" and results["status"]["complete"]
+    assert [r["name"] for r in embedded["confounders"]] == ["tag", "sex"]
+    assert code == _exit_code(results, 3)
+    assert "probe (training-free" in printed and "gate:" in printed
+
+    standalone = [
+        "--quiet", "probe", str(models["user"]), *COMMON, "--out", str(tmp_path / "probe"),
+        "--cache-dir", str(tmp_path / "cache"),
+    ]  # fmt: skip
+    assert cli.main(standalone) in (0, 1, 3)
+    alone = json.loads((tmp_path / "probe" / "results.json").read_text())
+    assert embedded["data"]["manifest_hash"] == alone["data"]["manifest_hash"]
+    assert embedded["model"]["preprocessing"] == alone["model"]["preprocessing"]
+    for ours, theirs in zip(embedded["confounders"], alone["confounders"], strict=True):
+        assert {k: ours.get(k) for k in PROBE_KEYS} == {k: theirs.get(k) for k in PROBE_KEYS}
+
+    suite = ET.parse(tmp_path / "out" / "junit.xml").getroot()
+    probe_cases = [c for c in suite if c.get("classname") == "medaudit.probe"]
+    assert [c.get("name") for c in probe_cases] == ["tag", "sex"]
+    assert suite.get("tests") == str(len(list(suite)))
+    failed = sum(1 for c in suite for child in c if child.tag == "failure")
+    assert suite.get("failures") == str(failed)
+
+
+def test_a_backbone_without_its_classifier_fails_before_any_run(models, tmp_path, capsys) -> None:
+    code = cli.main(check(models, models["backbone"], tmp_path))
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("medaudit: error: --probe:") and len(err.splitlines()) == 1
+    assert "classifier" in err
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+def _results(audit: str, probe: str | None) -> dict:
+    results = {"status": {"complete": True}, "verdict": {"overall": audit}}
+    if probe is not None:
+        results["probe"] = {"verdict": {"overall": probe}}
+    return results
+
+
+@pytest.mark.parametrize(
+    ("audit", "probe", "expected"),
+    [("pass", None, 0), ("pass", "pass", 0), ("pass", "fail", 1), ("fail", "pass", 1),
+     ("pass", "inconclusive", 3), ("inconclusive", "fail", 1)],
+)  # fmt: skip
+def test_the_exit_code_is_the_worse_of_audit_and_probe(audit, probe, expected) -> None:
+    assert _exit_code(_results(audit, probe), 3) == expected
+
+
+def test_an_embedded_probe_is_held_to_the_probe_schema(audited) -> None:
+    import jsonschema
+
+    results = json.loads((audited[2] / "out" / "results.json").read_text())
+    del results["probe"]["model"]
+    with pytest.raises(jsonschema.ValidationError):
+        validate_results(results)
