@@ -93,10 +93,11 @@ def _command_line() -> str:
     return shlex.join(words)
 
 
-def _print_summary(results: dict[str, Any], out_dir: Path) -> None:
+def _print_summary(results: dict[str, Any], out_dir: Path, report: bool = True) -> None:
     verdict = results.get("verdict")
     print(f"results: {out_dir / 'results.json'}")
-    print(f"report:  {out_dir / 'report.pdf'}")
+    if report:
+        print(f"report:  {out_dir / 'report.pdf'}")
     if results.get("illustrative"):
         print(f"({results['illustrative_note']})")
     status = results["status"]
@@ -228,9 +229,10 @@ def run_check(args: argparse.Namespace) -> int:
         shared_cache=args.shared_cache,
         ray_cpus_per_task=args.ray_cpus_per_task,
         probe=probe_results,
+        write_report=not args.no_report,
     )
     outputs = run_audit(request)
-    _print_summary(outputs.results, args.out)
+    _print_summary(outputs.results, args.out, report=outputs.report_path is not None)
     return _exit_code(outputs.results, args.inconclusive_exit)
 
 
@@ -384,8 +386,11 @@ def run_report(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot read {args.results.name} as JSON: {exc}") from None
     import jsonschema
 
+    from audit.probe.outputs import validate_probe_results
+
+    validate = validate_probe_results if results.get("kind") == "probe" else validate_results
     try:
-        validate_results(results)
+        validate(results)
     except jsonschema.ValidationError as exc:
         raise UsageError(f"{args.results.name} is not medaudit results: {exc.message}") from None
     out = args.out or args.results.with_name("report.pdf")
@@ -459,6 +464,13 @@ def run_probe(args: argparse.Namespace) -> int:
     print("\n".join(summary_lines(results)))
     print(f"results: {results_path}")
     print(f"junit:   {junit_path}")
+    if not args.no_report:
+        from audit.report.render import render_report
+
+        report = render_report(
+            results, args.out / "report.pdf", results_json=results_path.read_bytes()
+        )
+        print(f"report:  {report}")
     return exit_code_for(results["verdict"]["overall"], args.inconclusive_exit)
 
 

@@ -195,8 +195,9 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
 
 
 def common(tmp_path: Path) -> list[str]:
+    """Without the PDF (tests/test_report_probe.py reads it): results.json and junit.xml."""
     return ["--modality", "cxr", "--out", str(tmp_path / "out"), "--cache-dir",
-            str(tmp_path / "cache"), "--resamples", "500"]  # fmt: skip
+            str(tmp_path / "cache"), "--resamples", "500", "--no-report"]  # fmt: skip
 
 
 def synthetic(tmp_path: Path) -> list[str]:
@@ -204,10 +205,15 @@ def synthetic(tmp_path: Path) -> list[str]:
 
 
 def test_cli_exit_codes_and_outputs(files, tmp_path, capsys) -> None:
-    code, out, _ = run_cli(["probe", str(files["tag.onnx"]), *synthetic(tmp_path),
+    with_report = [a for a in synthetic(tmp_path) if a != "--no-report"]
+    code, out, _ = run_cli(["probe", str(files["tag.onnx"]), *with_report,
                             "--confounders", "tag,sex"], capsys)  # fmt: skip
     assert code == 1
     assert "illustrative: synthetic data" in out and "FAIL" in out
+    assert (tmp_path / "out" / "report.pdf").read_bytes().startswith(b"%PDF")
+    again = tmp_path / "again.pdf"
+    assert cli.main(["report", str(tmp_path / "out" / "results.json"), "--out", str(again)]) == 0
+    assert again.read_bytes().startswith(b"%PDF"), "`medaudit report` re-renders a probe too"
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["kind"] == "probe" and results["illustrative"] is True
     assert str(tmp_path) not in json.dumps(results)  # file names only, never paths

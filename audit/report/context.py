@@ -24,6 +24,7 @@ NOT_RECORDED = "not recorded in this audit"
 STUDY_LEVELS = (0.0, 0.1, 0.2, 0.5, 0.8, 1.0)
 STUDY_FOLDS = 5
 TEST_SETS = ("ood", "iid", "clean")
+MODALITY_LABELS = {"cxr": "chest X-ray", "ct": "CT"}
 CATEGORY_NOTE = (
     "MICCAT working categories: the study's own category names are not public, so medaudit "
     "groups confounders by where they enter the imaging context."
@@ -295,7 +296,7 @@ def data(results: Mapping[str, Any]) -> dict[str, Any]:
         excluded_text = "; ".join(f"{reason}: {count}" for reason, count in excluded.items())
     rows = [
         ("source", d["source"] + (" (synthetic phantom images)" if d["synthetic"] else "")),
-        ("modality", {"cxr": "chest X-ray", "ct": "CT"}.get(d["modality"], d["modality"])),
+        ("modality", MODALITY_LABELS.get(d["modality"], d["modality"])),
         ("images / patients", f"{d['n_cases']} images of {d['n_patients']} patients"),
         ("image size (px)", _or_gap(d.get("image_size"))),
         ("manifest hash", d["manifest_hash"]),
@@ -628,18 +629,22 @@ def _seconds(results: Mapping[str, Any]) -> str:
     return f"{total:.1f} s of fine-tuning and evaluation over {len(results.get('runs', []))} runs"
 
 
+def commit_text(prov: Mapping[str, Any]) -> str:
+    """The tool's commit as recorded; an explicit null means "recorded, but there was none"."""
+    commit = prov.get("tool_commit")
+    if isinstance(commit, Mapping) and commit.get("commit"):
+        return f"{commit['commit']} ({commit.get('how', 'source unknown')})"
+    if "tool_commit" in prov:
+        return "none (not installed from a checkout or a VCS URL)"
+    return NOT_RECORDED
+
+
 def reproducibility(
     results: Mapping[str, Any], results_sha256: str, rendered_utc: str
 ) -> dict[str, Any]:
     env = results.get("environment") or {}
     prov = results.get("provenance") or {}
     status = results["status"]
-    commit = prov.get("tool_commit")
-    commit_text = NOT_RECORDED
-    if isinstance(commit, Mapping) and commit.get("commit"):
-        commit_text = f"{commit['commit']} ({commit.get('how', 'source unknown')})"
-    elif "tool_commit" in prov:
-        commit_text = "none (not installed from a checkout or a VCS URL)"
     hardware = dict(prov.get("hardware") or {})
     for key in ("device", "gpu", "cuda", "cudnn", "threads", "platform"):
         if key in env:
@@ -649,7 +654,7 @@ def reproducibility(
     rows = [
         ("command", results.get("command") or NOT_RECORDED),
         ("tool", f"{results['tool']['name']} {results['tool']['version']}"),
-        ("tool commit", commit_text),
+        ("tool commit", commit_text(prov)),
         ("python", prov.get("python") or env.get("python") or NOT_RECORDED),
         ("audit id", results["audit_id"]),
         ("results.json SHA-256", results_sha256),
@@ -762,4 +767,15 @@ def report_context(
         "not_recorded": NOT_RECORDED,
         "role_colours": ROLE_COLOURS,
         "role_labels": ROLE_LABELS,
+        "probe": _probe_section(results),
     }
+
+
+def _probe_section(results: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The embedded probe's section (``check --probe``); None when the audit ran without one."""
+    probe = results.get("probe")
+    if not isinstance(probe, Mapping):
+        return None
+    from audit.report.probe_context import probe_context  # it imports this module's helpers
+
+    return probe_context(probe)

@@ -58,6 +58,13 @@ def _audit_time(results: Mapping[str, Any], fallback: dt.datetime) -> dt.datetim
     return moment
 
 
+def _identity(results: Mapping[str, Any]) -> str:
+    """What the results are of: a standalone probe is named by its probe id, an audit by its id."""
+    if results.get("kind") == "probe":
+        return f"probe {results['probe_id']}"
+    return f"audit {results['audit_id']}"
+
+
 def results_attachment(results: Mapping[str, Any], payload: bytes, fallback: dt.datetime):
     """results.json as a PDF/A-3 associated file (AFRelationship /Data)."""
     import weasyprint
@@ -66,7 +73,7 @@ def results_attachment(results: Mapping[str, Any], payload: bytes, fallback: dt.
     return weasyprint.Attachment(
         file_obj=io.BytesIO(payload),
         name=ATTACHMENT_NAME,
-        description=f"medaudit results for audit {results['audit_id']}: every number this report shows",
+        description=f"medaudit results for {_identity(results)}: every number this report shows",
         created=moment,
         modified=moment,
         relationship=ATTACHMENT_RELATIONSHIP,

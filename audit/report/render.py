@@ -21,6 +21,7 @@ from audit.report.pdfa import (
     w3c_utc,
     write_pdf_bytes,
 )
+from audit.report.probe_context import probe_report_context
 
 
 def templates_dir() -> Path:
@@ -60,16 +61,27 @@ def _environment():
     return env
 
 
+def is_probe(results: Mapping[str, Any]) -> bool:
+    """A standalone probe's results (``medaudit probe``) rather than a full audit's."""
+    return results.get("kind") == "probe"
+
+
 def render_html(
     results: Mapping[str, Any], *, results_sha256: str | None = None, rendered_utc: str = ""
 ) -> str:
+    """The report's HTML: the audit report, or the probe report for a kind-"probe" document."""
     sha = results_sha256 or sha256_hex(results_bytes(results))
-    context = report_context(results, results_sha256=sha, rendered_utc=rendered_utc)
-    return _environment().get_template("report.html.j2").render(**context)
+    if is_probe(results):
+        context = probe_report_context(results, results_sha256=sha, rendered_utc=rendered_utc)
+        template = "probe_report.html.j2"
+    else:
+        context = report_context(results, results_sha256=sha, rendered_utc=rendered_utc)
+        template = "report.html.j2"
+    return _environment().get_template(template).render(**context)
 
 
 def render_pdf(results: Mapping[str, Any], *, results_json: bytes | None = None) -> bytes:
-    """The PDF/A-3b bytes; ``results_json`` (the file's exact bytes) is embedded when given.
+    """The PDF/A-3b bytes of either kind; ``results_json`` (the file's exact bytes) is embedded.
 
     Without it, the results are serialised exactly as the pipeline writes results.json. Either
     way the embedded file must decode to the results being rendered.
