@@ -228,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--json", action="store_true", help="with --dry-run: print the summary as one JSON object"
     )
+    check.add_argument(
+        "--no-report",
+        action="store_true",
+        help="write results.json and junit.xml but no report.pdf (e.g. on a GPU node without "
+        "WeasyPrint's libraries); render it later anywhere with: medaudit report results.json",
+    )
     data.add_argument(
         "--dry-run",
         action="store_true",
@@ -396,7 +402,7 @@ def _probe_parser(sub: argparse._SubParsersAction) -> None:
         help="training-free counterfactual probe of a shipped model (ONNX or PyTorch)",
         description="Score held-out images clean and with each confounder added, and measure how "
         "far MODEL's output moves: mean score shift, decisions flipped, AUC change (sex: "
-        "subgroups compared). Writes results.json and junit.xml into --out; exit code as check.",
+        "subgroups compared). Writes results.json, junit.xml and report.pdf into --out; exit code as check.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -514,7 +520,12 @@ def _probe_parser(sub: argparse._SubParsersAction) -> None:
     run = probe.add_argument_group("run")
     run.add_argument(
         "--out", type=Path, default=Path("medaudit-probe"),
-        help="output folder for results.json and junit.xml (default medaudit-probe)",
+        help="output folder for results.json, junit.xml and report.pdf (default medaudit-probe)",
+    )  # fmt: skip
+    run.add_argument(
+        "--no-report", action="store_true",
+        help="no report.pdf: results.json and junit.xml only (fastest, for every-commit CI); "
+        "render it later with: medaudit report results.json",
     )  # fmt: skip
     run.add_argument(
         "--cache-dir", type=Path, default=None,

@@ -58,6 +58,7 @@ class AuditRequest:
     shared_cache: Path | None = None  # a folder every Ray node sees: images go there, not by value
     ray_cpus_per_task: int = 1
     probe: Mapping[str, Any] | None = None  # `check --probe`: the probe's results, run first
+    write_report: bool = True  # False: no report.pdf (render it later with `medaudit report`)
 
 
 @dataclass(frozen=True)
@@ -350,5 +351,5 @@ def run_audit(request: AuditRequest) -> AuditOutputs:
     from audit.report.render import render_report
 
     junit_path = write_junit(results, out_dir / "junit.xml")
-    report_path = render_report(results, out_dir / "report.pdf")
+    report_path = render_report(results, out_dir / "report.pdf") if request.write_report else None
     return AuditOutputs(results, results_path, report_path, junit_path)
