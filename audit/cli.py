@@ -330,32 +330,8 @@ def _check_probe_options(check: argparse.ArgumentParser) -> None:
         "--probe-images", type=int, default=1000, metavar="N",
         help="images probed, a seeded label-stratified sample (default 1000; 0: all)",
     )  # fmt: skip
-    probe.add_argument(
-        "--score-output", default=None, metavar="OUTPUT[:COLUMN]",
-        help="the model's score: an output name or index and a column, e.g. logits:1 "
-        "(default: the one column, or column 1 of two)",
-    )  # fmt: skip
-    probe.add_argument(
-        "--activation", choices=["auto", "none", "sigmoid", "softmax"], default="auto",
-        help="how outputs become probabilities (default auto)",
-    )  # fmt: skip
-    probe.add_argument(
-        "--max-shift", type=float, default=0.05,
-        help="largest tolerated mean score shift, either sign (default 0.05)",
-    )  # fmt: skip
-    probe.add_argument(
-        "--max-flip-rate", type=float, default=0.05,
-        help="largest tolerated fraction of flipped decisions (default 0.05)",
-    )  # fmt: skip
-    probe.add_argument(
-        "--max-sex-auc-gap", type=float, default=None,
-        help="gate sex on the AUC gap between sexes (default: reported, not gated)",
-    )  # fmt: skip
-    probe.add_argument(
-        "--threshold", type=float, default=None,
-        help="operating threshold on the probability scale (default: Youden's J on the clean "
-        "probed images)",
-    )  # fmt: skip
+    _score_options(probe)
+    _probe_gate_options(probe)
 
 
 def _reference_parser(sub: argparse._SubParsersAction) -> None:
@@ -394,6 +370,41 @@ def _reference_parser(sub: argparse._SubParsersAction) -> None:
             help="cache folder; references go in its references/ (default: the user cache folder)",
         )
     reference.set_defaults(handler="reference")
+
+
+def _score_options(group: argparse._ArgumentGroup) -> None:
+    """Which output of the model is the score, and how it becomes a probability."""
+    group.add_argument(
+        "--score-output", default=None, metavar="OUTPUT[:COLUMN]",
+        help="the score: an output name or index, and a column of it, e.g. logits:1 or 0:3 "
+        "(default: the first output's one column, or column 1 of two)",
+    )  # fmt: skip
+    group.add_argument(
+        "--activation", choices=["auto", "none", "sigmoid", "softmax"], default="auto",
+        help="how outputs become probabilities (default auto: values in [0, 1] as they are, "
+        "else a sigmoid for one logit, a softmax for two)",
+    )  # fmt: skip
+
+
+def _probe_gate_options(group: argparse._ArgumentGroup) -> None:
+    """The probe's thresholds, declared before it runs (probe and check --probe alike)."""
+    group.add_argument(
+        "--max-shift", type=float, default=0.05,
+        help="largest tolerated mean score shift, either sign, in probability (default 0.05)",
+    )  # fmt: skip
+    group.add_argument(
+        "--max-flip-rate", type=float, default=0.05,
+        help="largest tolerated fraction of flipped decisions (default 0.05)",
+    )  # fmt: skip
+    group.add_argument(
+        "--max-sex-auc-gap", type=float, default=None,
+        help="gate sex on the AUC gap between sexes (default: reported, not gated)",
+    )  # fmt: skip
+    group.add_argument(
+        "--threshold", type=float, default=None,
+        help="operating threshold on the probability scale (default: Youden's J on the clean "
+        "probed images)",
+    )  # fmt: skip
 
 
 def _probe_parser(sub: argparse._SubParsersAction) -> None:
@@ -454,16 +465,7 @@ def _probe_parser(sub: argparse._SubParsersAction) -> None:
         "--trust-pickle", action="store_true",
         help="allow a pickled whole module (unpickling runs code: only for files you trust)",
     )  # fmt: skip
-    model.add_argument(
-        "--score-output", default=None, metavar="OUTPUT[:COLUMN]",
-        help="the score: an output name or index, and a column of it, e.g. logits:1 or 0:3 "
-        "(default: the first output's one column, or column 1 of two)",
-    )  # fmt: skip
-    model.add_argument(
-        "--activation", choices=["auto", "none", "sigmoid", "softmax"], default="auto",
-        help="how outputs become probabilities (default auto: values in [0, 1] as they are, "
-        "else a sigmoid for one logit, a softmax for two)",
-    )  # fmt: skip
+    _score_options(model)
     model.add_argument(
         "--input-size", type=int, default=None,
         help="model input side in pixels (default: what the model declares, else 224)",
@@ -494,23 +496,7 @@ def _probe_parser(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     proto.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     gate = probe.add_argument_group("verdict thresholds (declare them before the probe)")
-    gate.add_argument(
-        "--max-shift", type=float, default=0.05,
-        help="largest tolerated mean score shift, either sign, in probability (default 0.05)",
-    )  # fmt: skip
-    gate.add_argument(
-        "--max-flip-rate", type=float, default=0.05,
-        help="largest tolerated fraction of flipped decisions (default 0.05)",
-    )  # fmt: skip
-    gate.add_argument(
-        "--max-sex-auc-gap", type=float, default=None,
-        help="gate sex on the AUC gap between sexes (default: reported, not gated)",
-    )  # fmt: skip
-    gate.add_argument(
-        "--threshold", type=float, default=None,
-        help="operating threshold on the probability scale (default: Youden's J on the clean "
-        "images)",
-    )  # fmt: skip
+    _probe_gate_options(gate)
     gate.add_argument("--alpha", type=float, default=0.05, help="family-wise error rate")
     gate.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     gate.add_argument(
