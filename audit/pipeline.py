@@ -21,6 +21,7 @@ import torch
 from audit import __version__
 from audit.analysis import auc_summary, descriptive_statistics, ood_scores, operating_summary
 from audit.atomic import atomic_write_text
+from audit.budget import budget_record
 from audit.config import Settings
 from audit.confounders import Confounder, get_confounder
 from audit.data.cases import Cohort
@@ -223,6 +224,7 @@ def build_results(
             "runs_reused": outcome.reused,
             "runs_failed": len(outcome.failed),
         },
+        "budget": budget_record(settings, len(specs), sum(r.seconds for r in outcome.results)),
         "models": [canonical(ref) for ref, _ in request.models],
         "data": {
             "source": cohort.source,

@@ -154,3 +154,19 @@ def test_bad_settings_are_usage_errors(tmp_path) -> None:
             describe_dry_run(DataRequest(tmp_path, "cxr", cache_dir=tmp_path / "c", **kwargs))
     with pytest.raises(UsageError, match="--modality 'mri'"):
         DataRequest(tmp_path, "mri", cache_dir=tmp_path)
+
+
+def test_a_cut_png_stays_unreadable_after_weasyprint_loosened_pillow(
+    corpus, tmp_path, monkeypatch
+) -> None:
+    """WeasyPrint sets Pillow's process-wide LOAD_TRUNCATED_IMAGES when imported (a report
+    rendered earlier in the process); the decoder must refuse a cut file all the same."""
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    cohort = load_cohort(
+        DataRequest(corpus, "cxr", cache_dir=tmp_path / "c", image_size=16), progress=False
+    )
+    assert len(cohort.cases) == 3
+    assert cohort.excluded[REASONS["cut.png"]] == 1
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True, "the caller's setting is restored"

@@ -45,6 +45,8 @@ def test_check_runs_end_to_end_and_reuses_finished_runs(checkpoints, tmp_path) -
         "complete": True, "runs_total": 4, "runs_done": 4, "runs_reused": 0, "runs_failed": 0,
     }  # fmt: skip
     assert results["illustrative"] is True
+    assert results["budget"]["tier"] == "reduced" and results["budget"]["runs"] == 4
+    assert "1 fold(s) (the study: 5)" in results["budget"]["deviations"]
     assert {m["role"] for m in results["models"]} == {"user", "reference"}
     assert results["verdict"]["overall"] in ("pass", "fail", "inconclusive")
     assert (out / "report.pdf").read_bytes().startswith(b"%PDF")

@@ -117,7 +117,7 @@ def test_page_one_answers_on_its_own(rendered) -> None:
         assert f"{row['p_fail_adjusted']:.3f} / {row['p_pass_adjusted']:.3f}" in page
     for model in r["models"]:
         assert model["display_name"] in page
-    for expected in (r["data"]["manifest_hash"], r["created_utc"], "budget tier quick"):
+    for expected in (r["data"]["manifest_hash"], r["created_utc"], "budget quick"):
         assert expected in page
     assert "What the verdict means" in page and "What it does not mean" in page
     assert "not the shipped" in page or "shipped model's behaviour" in page

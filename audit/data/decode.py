@@ -8,12 +8,14 @@ scaled, as the study's Keras loader did: non-square images are squashed, not cro
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
 
 from audit.data import dicom
 from audit.data.problems import DAMAGED_IMAGE, FILE_NOT_FOUND, NOT_AN_IMAGE, Unreadable
@@ -68,9 +70,21 @@ def decode_file(
     return _read_raster(path, settings.image_size), ()
 
 
+@contextlib.contextmanager
+def _truncated_images_refused() -> Iterator[None]:
+    """Pillow's truncated-image switch is process-wide, and WeasyPrint turns it on when imported
+    (a report rendered earlier in the process): a cut file must stay unreadable regardless."""
+    before = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = before
+
+
 def _read_raster(path: Path, size: int) -> np.ndarray:
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _truncated_images_refused():
             warnings.simplefilter("ignore")
             with Image.open(path) as img:
                 if img.format == "JPEG":

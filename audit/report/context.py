@@ -257,10 +257,19 @@ def models(results: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def budget(results: Mapping[str, Any]) -> str:
+    """The tier and, for a reduced audit, what it cut from the study's protocol."""
     value = results.get("budget")
-    if isinstance(value, Mapping):
-        value = value.get("tier") or value.get("name")
-    return NOT_RECORDED if not value else str(value)
+    if not isinstance(value, Mapping):
+        return NOT_RECORDED if not value else str(value)
+    tier = value.get("tier") or value.get("name") or NOT_RECORDED
+    parts = ["the study's protocol" if tier == "study" else str(tier)]
+    if value.get("deviations"):
+        parts[0] += ": " + "; ".join(value["deviations"])
+    if value.get("runs") is not None:
+        spent = _number(value.get("fine_tuning_seconds"))
+        time = f", {spent / 60:.1f} min of fine-tuning" if spent is not None else ""
+        parts.append(f"{value['runs']} runs{time}")
+    return "; ".join(parts)
 
 
 def _split_row(name: str, counts: Mapping[str, Any]) -> dict[str, str]:
@@ -731,7 +740,7 @@ def report_context(
             f"{d['source']} ({d['modality']}): {d['n_cases']} images of {d['n_patients']} "
             f"patients; manifest {d['manifest_hash']}",
         ),
-        ("budget tier", budget(results)),
+        ("budget", budget(results)),
         (
             "protocol",
             f"levels {', '.join(fmt_level(v) for v in results['protocol']['levels'])}; "

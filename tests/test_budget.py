@@ -1,0 +1,43 @@
+"""The budget says, in words, what an audit cut from the study's protocol."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from audit.budget import budget_record, deviations
+from audit.config import Settings, TrainSettings
+from audit.report.context import budget
+
+
+def test_the_study_protocol_departs_from_nothing() -> None:
+    record = budget_record(Settings(), 240, 600.0)
+    assert record == {"tier": "study", "deviations": [], "runs": 240, "fine_tuning_seconds": 600.0}
+    assert budget({"budget": record}) == "the study's protocol; 240 runs, 10.0 min of fine-tuning"
+
+
+def test_a_reduced_audit_names_each_cut() -> None:
+    settings = dataclasses.replace(
+        Settings(), folds=2, levels=(0.0, 1.0), confounders=("tag", "sex"),
+        train=TrainSettings(epochs=20, patience=20, input_size=64, max_steps_per_epoch=3),
+    )  # fmt: skip
+    found = deviations(settings)
+    assert found == [
+        "levels 0, 1 (the study: 0, 0.1, 0.2, 0.5, 0.8, 1)",
+        "2 fold(s) (the study: 5)",
+        "input 64 px (the study: 224)",
+        "at most 20 epoch(s) (the study: 30)",
+        "patience 20 (the study: 5)",
+        "at most 3 step(s) per epoch (the study: all)",
+        "without denoise, noise (the study: tag, denoise, noise, sex)",
+    ]
+    record = budget_record(settings, 16, 90.0)
+    assert record["tier"] == "reduced"
+    text = budget({"budget": record})
+    assert text.startswith("reduced: levels 0, 1") and text.endswith(
+        "16 runs, 1.5 min of fine-tuning"
+    )
+
+
+def test_an_old_tier_name_and_no_budget_still_render() -> None:
+    assert budget({"budget": "quick"}) == "quick"
+    assert budget({}) == "not recorded in this audit"
