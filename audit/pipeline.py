@@ -28,6 +28,7 @@ from audit.data.cases import Cohort
 from audit.errors import UsageError
 from audit.hashing import canonical, content_hash
 from audit.models.architectures import Backbone
+from audit.models.input_size import fit_input_size
 from audit.plan import ModelRef, RunSpec, build_runs
 from audit.report.examples import example_images
 from audit.report.provenance import environment_details
@@ -339,7 +340,10 @@ def run_audit(request: AuditRequest) -> AuditOutputs:
         cohort=cohort,
         splits=splits,
         confounders=confounders,
-        backbones={ref.role: backbone for ref, backbone in request.models},
+        backbones={
+            ref.role: fit_input_size(backbone, settings.train.input_size)
+            for ref, backbone in request.models
+        },
         base_seed=settings.seed,
     )
     outcome = execute(specs, inputs, ResultsStore(out_dir), devices, request.executor, ray_options)

@@ -264,7 +264,7 @@ def test_absent_optional_fields_are_marked_not_recorded() -> None:
     validate_results(small)
     html = render_html(small, rendered_utc="2024-01-01T00:00:00Z")
     marked = f'<span class="gap">{NOT_RECORDED}</span>'
-    for label in ("budget tier", "trust flags", "tool commit", "audit started (UTC)"):
+    for label in ("budget", "trust flags", "tool commit", "audit started (UTC)"):
         assert marked in _row(html, label), label
     assert f"Example images: {marked}" in html
     assert html.count(marked) >= 10
