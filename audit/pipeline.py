@@ -126,7 +126,7 @@ def _verdict(
     """The pre-declared verdict, or None when runs are missing (an incomplete audit decides nothing)."""
     if outcome.failed or not has_reference:
         return None
-    from audit.verdict import GapInput, Thresholds, decide, to_dict
+    from audit.verdict import GapInput, Thresholds, baseline_adjusted_gap, decide, to_dict
 
     thresholds = Thresholds(
         margin=settings.margin,
@@ -145,7 +145,13 @@ def _verdict(
             reference_scores=scores.by_role["reference"],
             user_ood_auc_by_level=tuple(summary[name]["user"]["ood"]["mean"]),
         )
-    return to_dict(decide(gaps, thresholds))
+    verdict = to_dict(decide(gaps, thresholds))
+    for row in verdict["per_confounder"]:
+        adjusted = baseline_adjusted_gap(row["confounder"], gaps[row["confounder"]], thresholds)
+        row["gap_baseline_adjusted"] = (
+            None if adjusted is None else {**adjusted[0].to_dict(), "baseline_level": adjusted[1]}
+        )
+    return verdict
 
 
 def _example_cohort(cohort: Cohort, settings: Settings) -> Cohort:

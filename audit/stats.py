@@ -464,6 +464,19 @@ def _check_bootstrap_settings(n_resamples: int, seed: int, confidence: float) ->
     _probability(confidence, "confidence")
 
 
+def _combiner(weights: object, levels: int):  # noqa: ANN202 - array -> array
+    """(B, L) per-level gaps -> (B,): the plain mean by default (bit for bit as before), else the
+    weighted sum."""
+    if weights is None:
+        return lambda gaps: gaps.mean(axis=1)
+    w = np.asarray(weights, dtype=float)
+    if w.shape != (levels,) or not np.all(np.isfinite(w)):
+        raise ValueError(
+            f"weights must be {levels} finite numbers, one per level; got {w.tolist()}."
+        )
+    return lambda gaps: gaps @ w
+
+
 def bootstrap_shortcut_gap(
     y_true: object,
     user_scores: object,
@@ -472,8 +485,13 @@ def bootstrap_shortcut_gap(
     n_resamples: int = 2000,
     seed: int = 0,
     confidence: float = 0.95,
+    weights: object = None,
 ) -> GapEstimate:
     """Estimate the shortcut gap S and its stratified, paired percentile-bootstrap CI.
+
+    ``weights`` (L,) combine the per-level gaps; the default, equal weights summing to one, is the
+    mean S. Other contrasts reuse the same resamples, e.g. the baseline-adjusted gap (the mean over
+    counted levels minus the gap at p = 0).
 
     ``user_scores`` and ``reference_scores`` are (L, n): one row of fold-averaged o.o.d. scores per
     counted level (a 1-D array is one level). Positives and negatives are resampled separately, so
@@ -508,12 +526,13 @@ def bootstrap_shortcut_gap(
             )
         )
     by_level = np.vstack(blocks)
-    samples = by_level.mean(axis=1)
+    combine = _combiner(weights, len(places))
+    samples = combine(by_level)
     samples.setflags(write=False)
     low, high = _percentile_bounds(samples, confidence)
     level_low, level_high = _percentile_bounds(by_level, confidence)
     return GapEstimate(
-        estimate=float(point.mean()),
+        estimate=float(combine(point[None, :])[0]),
         ci_low=float(low),
         ci_high=float(high),
         confidence=float(confidence),

@@ -201,6 +201,34 @@ def _estimate(name: str, gap: GapInput, thresholds: Thresholds) -> tuple[GapEsti
     return estimate, tuple(float(v) for v in gap.levels[rows])
 
 
+def baseline_adjusted_gap(
+    name: str, gap: GapInput, thresholds: Thresholds
+) -> tuple[GapEstimate, float] | None:
+    """S minus the gap at p = 0, with its CI from the same resamples; descriptive, never gated.
+
+    S compares o.o.d. AUCs, so a model that is simply less accurate on this task has S > 0 without
+    leaning on any shortcut. At p = 0 the confounder is not correlated with the label in training:
+    the gap there is the accuracy difference alone, and subtracting it leaves the part of S that
+    grows with the correlation. None when p = 0 was not run or is the only counted level.
+    """
+    baseline = np.flatnonzero(np.isclose(gap.levels, 0.0, rtol=0, atol=1e-9))
+    if baseline.size == 0:
+        return None
+    rows = [
+        r for r in _counted_rows(name, gap.levels, thresholds.counted_levels) if r != baseline[0]
+    ]
+    if not rows:
+        return None
+    picked = [int(baseline[0]), *rows]
+    weights = [-1.0] + [1.0 / len(rows)] * len(rows)
+    estimate = bootstrap_shortcut_gap(
+        gap.y_true, gap.user_scores[picked], gap.reference_scores[picked],
+        n_resamples=thresholds.n_resamples, seed=thresholds.seed,
+        confidence=1.0 - thresholds.alpha, weights=weights,
+    )  # fmt: skip
+    return estimate, float(gap.levels[baseline[0]])
+
+
 def decide(gaps: Mapping[str, GapInput], thresholds: Thresholds) -> AuditVerdict:
     """Bootstrap each confounder's gap and apply the pre-declared rule (module docstring)."""
     if not gaps:

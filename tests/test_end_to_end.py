@@ -49,6 +49,8 @@ def test_check_runs_end_to_end_and_reuses_finished_runs(checkpoints, tmp_path) -
     assert "1 fold(s) (the study: 5)" in results["budget"]["deviations"]
     assert {m["role"] for m in results["models"]} == {"user", "reference"}
     assert results["verdict"]["overall"] in ("pass", "fail", "inconclusive")
+    adjusted = results["verdict"]["per_confounder"][0]["gap_baseline_adjusted"]
+    assert adjusted["baseline_level"] == 0.0 and adjusted["ci_low"] <= adjusted["estimate"]
     assert (out / "report.pdf").read_bytes().startswith(b"%PDF")
     assert (out / "junit.xml").is_file()
     assert not any(cache.rglob("*")) or not str(cache).startswith(str(out))

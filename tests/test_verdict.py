@@ -208,3 +208,55 @@ def test_gap_input_rejects_scores_that_do_not_match_the_levels() -> None:
 def test_decide_needs_at_least_one_confounder() -> None:
     with pytest.raises(ValueError, match="gaps must name at least one confounder"):
         decide({}, FAST)
+
+
+def test_the_baseline_adjusted_gap_removes_a_constant_accuracy_difference() -> None:
+    """A model worse by the same AUC at every level has S > 0 but leans on no shortcut."""
+    from audit.verdict import baseline_adjusted_gap
+
+    rng = np.random.default_rng(5)
+    y = np.r_[np.ones(60, dtype=int), np.zeros(60, dtype=int)]
+    user_row = 0.8 * y + rng.normal(size=y.size)
+    ref_row = 1.6 * y + rng.normal(size=y.size)
+    levels = np.array(LEVELS)
+    user, ref = np.tile(user_row, (6, 1)), np.tile(ref_row, (6, 1))
+    auc = np.full(6, stats.binary_auc(y, user_row))
+    flat = GapInput(y, levels, user, ref, auc)
+    s = decide({"tag": flat}, FAST).per_confounder[0].gap
+    adjusted, baseline = baseline_adjusted_gap("tag", flat, FAST)
+    assert s.estimate > 0.1 and baseline == 0.0
+    assert adjusted.estimate == pytest.approx(0.0, abs=1e-12)
+    assert adjusted.ci_low == pytest.approx(0.0, abs=1e-12)
+    assert adjusted.ci_high == pytest.approx(0.0, abs=1e-12)
+
+
+def test_the_baseline_adjusted_gap_keeps_what_grows_with_the_correlation() -> None:
+    from audit.verdict import baseline_adjusted_gap
+
+    gap = _gap_input(3, 400, COLLAPSING, ROBUST)
+    s = decide({"tag": gap}, FAST).per_confounder[0].gap
+    adjusted, _ = baseline_adjusted_gap("tag", gap, FAST)
+    assert adjusted.estimate == pytest.approx(np.mean(s.per_level_gap[1:]) - s.per_level_gap[0])
+    assert adjusted.ci_low > 0.0, "the collapse is far beyond the p = 0 difference"
+
+
+def test_the_baseline_adjusted_gap_needs_level_zero_and_another_counted_level() -> None:
+    from audit.verdict import baseline_adjusted_gap
+
+    no_zero = _gap_input(3, 100, COLLAPSING[1:], ROBUST[1:], levels=LEVELS[1:])
+    assert baseline_adjusted_gap("tag", no_zero, FAST) is None
+    only_zero = Thresholds(n_resamples=1000, counted_levels=(0.0,))
+    assert baseline_adjusted_gap("tag", _gap_input(3, 100, COLLAPSING, ROBUST), only_zero) is None
+
+
+def test_equal_weights_reproduce_the_mean_gap() -> None:
+    gap = _gap_input(4, 200, COLLAPSING, ROBUST)
+    plain = stats.bootstrap_shortcut_gap(gap.y_true, gap.user_scores, gap.reference_scores,
+                                         n_resamples=500)  # fmt: skip
+    weighted = stats.bootstrap_shortcut_gap(gap.y_true, gap.user_scores, gap.reference_scores,
+                                            n_resamples=500, weights=[1 / 6] * 6)  # fmt: skip
+    assert weighted.estimate == pytest.approx(plain.estimate)
+    assert (weighted.ci_low, weighted.ci_high) == pytest.approx((plain.ci_low, plain.ci_high))
+    with pytest.raises(ValueError, match="one per level"):
+        stats.bootstrap_shortcut_gap(gap.y_true, gap.user_scores, gap.reference_scores,
+                                     n_resamples=500, weights=[1.0, 2.0])  # fmt: skip

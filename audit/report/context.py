@@ -189,8 +189,19 @@ def verdict_rows(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             "n_positive": fmt_value(gap.get("n_positive")),
             "n_negative": fmt_value(gap.get("n_negative")),
             "reason": row.get("reason", ""),
+            "adjusted": _adjusted_gap(row.get("gap_baseline_adjusted")),
         }
     return rows
+
+
+def _adjusted_gap(adjusted: Mapping[str, Any] | None) -> str:
+    """The baseline-adjusted gap (descriptive): S minus the gap at p = 0, with its interval."""
+    if not adjusted:
+        return "not computed (needs level 0 and one other counted level)"
+    return (
+        f"{fmt_signed(adjusted.get('estimate'))} "
+        f"{fmt_interval(adjusted.get('ci_low'), adjusted.get('ci_high'))}"
+    )
 
 
 def thresholds(results: Mapping[str, Any]) -> dict[str, str]:
