@@ -464,7 +464,11 @@ def run_probe(args: argparse.Namespace) -> int:
     print("\n".join(summary_lines(results)))
     print(f"results: {results_path}")
     print(f"junit:   {junit_path}")
-    if not args.no_report:
+    if args.no_report:
+        from audit.pipeline import drop_stale_report
+
+        drop_stale_report(args.out / "report.pdf")
+    else:
         from audit.report.render import render_report
 
         report = render_report(

@@ -328,6 +328,13 @@ def _environment(devices: Sequence[str], outcome: Outcome) -> dict[str, Any]:
     return {**workers[0], **outcome.environment}
 
 
+def drop_stale_report(path: Path) -> None:
+    """Without a new report, an earlier one in --out would contradict the new results.json."""
+    if path.exists():
+        path.unlink()
+        log.info("removed the report.pdf of an earlier run: it does not match the new results")
+
+
 def run_audit(request: AuditRequest) -> AuditOutputs:
     """Plan, run what is missing, analyse and write results.json, report.pdf and junit.xml."""
     settings = request.settings
@@ -363,5 +370,10 @@ def run_audit(request: AuditRequest) -> AuditOutputs:
     from audit.report.render import render_report
 
     junit_path = write_junit(results, out_dir / "junit.xml")
-    report_path = render_report(results, out_dir / "report.pdf") if request.write_report else None
+    report_path = out_dir / "report.pdf"
+    if request.write_report:
+        render_report(results, report_path)
+    else:
+        drop_stale_report(report_path)
+        report_path = None
     return AuditOutputs(results, results_path, report_path, junit_path)

@@ -87,6 +87,8 @@ def test_report_re_renders_from_results_alone(checkpoints, tmp_path) -> None:
     user, reference = checkpoints
     out = tmp_path / "out"
     args = [*check_args(user, reference, out, tmp_path / "cache"), "--no-report"]
+    out.mkdir()
+    (out / "report.pdf").write_bytes(b"%PDF- an earlier audit's report")
     assert cli.main(args) in (0, 1, 3)
     assert (out / "junit.xml").is_file() and not (out / "report.pdf").exists()
     target = tmp_path / "again.pdf"
