@@ -14,28 +14,25 @@ from audit.config import Settings
 STUDY = Settings()
 STUDY_TIER = "study"  # every protocol setting the study's
 REDUCED_TIER = "reduced"  # fewer levels, folds, epochs, confounders or a smaller input
+MODIFIED_TIER = "modified"  # the study's extent, other settings (learning rate, patience, ...)
 
 
 def _levels(levels: tuple[float, ...]) -> str:
     return ", ".join(f"{level:g}" for level in levels)
 
 
-def deviations(settings: Settings) -> list[str]:
-    """Each protocol setting that departs from the study's, as '<ours> (the study: <theirs>)'."""
+def _reductions(settings: Settings) -> list[str]:
+    """Cuts that make the evidence weaker: fewer levels, folds, epochs, pixels, steps, confounders."""
     ours, study = settings.train, STUDY.train
     found = []
     if tuple(settings.levels) != tuple(STUDY.levels):
         found.append(f"levels {_levels(settings.levels)} (the study: {_levels(STUDY.levels)})")
-    if settings.folds != STUDY.folds:
+    if settings.folds < STUDY.folds:
         found.append(f"{settings.folds} fold(s) (the study: {STUDY.folds})")
-    if ours.input_size != study.input_size:
+    if ours.input_size < study.input_size:
         found.append(f"input {ours.input_size} px (the study: {study.input_size})")
-    if ours.epochs != study.epochs:
+    if ours.epochs < study.epochs:
         found.append(f"at most {ours.epochs} epoch(s) (the study: {study.epochs})")
-    if ours.patience != study.patience:
-        found.append(f"patience {ours.patience} (the study: {study.patience})")
-    if ours.batch_size != study.batch_size:
-        found.append(f"batch {ours.batch_size} (the study: {study.batch_size})")
     if ours.max_steps_per_epoch is not None:
         found.append(f"at most {ours.max_steps_per_epoch} step(s) per epoch (the study: all)")
     missing = [name for name in STUDY.confounders if name not in settings.confounders]
@@ -44,14 +41,50 @@ def deviations(settings: Settings) -> list[str]:
     return found
 
 
+def _changes(settings: Settings) -> list[str]:
+    """Other departures: neither weaker nor stronger by themselves, but not the study's."""
+    ours, study = settings.train, STUDY.train
+    compared = (
+        ("folds", settings.folds, STUDY.folds, settings.folds > STUDY.folds),
+        ("input px", ours.input_size, study.input_size, ours.input_size > study.input_size),
+        ("epochs", ours.epochs, study.epochs, ours.epochs > study.epochs),
+        ("patience", ours.patience, study.patience, True),
+        ("batch", ours.batch_size, study.batch_size, True),
+        ("learning rate", ours.lr, study.lr, True),
+        ("weight decay", ours.weight_decay, study.weight_decay, True),
+        ("dropout", ours.dropout, study.dropout, True),
+        ("augmentation", "on" if ours.augment else "off", "on" if study.augment else "off", True),
+        ("image side", settings.image_size, STUDY.image_size, True),
+    )
+    found = [
+        f"{label} {value:g} (the study: {default:g})"
+        if isinstance(value, int | float)
+        else f"{label} {value} (the study: {default})"
+        for label, value, default, applies in compared
+        if applies and value != default
+    ]
+    if settings.counted_levels is not None:
+        found.append(f"counted levels {_levels(settings.counted_levels)} (the study: all)")
+    changed = sorted(settings.confounder_params)
+    if changed:
+        found.append(f"confounder parameters set for {', '.join(changed)} (the study: defaults)")
+    return found
+
+
+def deviations(settings: Settings) -> list[str]:
+    """Each protocol setting that departs from the study's, as '<ours> (the study: <theirs>)'."""
+    return _reductions(settings) + _changes(settings)
+
+
 def budget_record(
     settings: Settings, runs_total: int, fine_tuning_seconds: float
 ) -> dict[str, Any]:
     """The results' ``budget``: the tier, what departs from the study, and what was spent."""
-    departs = deviations(settings)
+    reduced, changed = _reductions(settings), _changes(settings)
+    tier = REDUCED_TIER if reduced else MODIFIED_TIER if changed else STUDY_TIER
     return {
-        "tier": REDUCED_TIER if departs else STUDY_TIER,
-        "deviations": departs,
+        "tier": tier,
+        "deviations": reduced + changed,
         "runs": runs_total,
         "fine_tuning_seconds": round(float(fine_tuning_seconds), 3),
     }

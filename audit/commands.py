@@ -105,6 +105,7 @@ def _print_summary(results: dict[str, Any], out_dir: Path, report: bool = True) 
         print(
             f"audit incomplete: {status['runs_failed']} of {status['runs_total']} runs failed; no verdict"
         )
+        _print_probe(results, None)
         return
     if verdict is None:
         return
@@ -115,15 +116,22 @@ def _print_summary(results: dict[str, Any], out_dir: Path, report: bool = True) 
             f"[{gap['ci_low']:+.3f}, {gap['ci_high']:+.3f}]"
         )
     print(f"overall: {verdict['overall'].upper()}")
-    probe = results.get("probe")
-    if probe:
-        from audit.probe.outputs import verdict_lines
-        from audit.verdict import overall_verdict
+    _print_probe(results, verdict["overall"])
 
-        print("probe (training-free, the model as shipped):")
-        lines = verdict_lines(probe)
-        print("\n".join([*lines[:-1], f"probe {lines[-1]}"]))
-        gate = overall_verdict([verdict["overall"], probe["verdict"]["overall"]])
+
+def _print_probe(results: dict[str, Any], audit_overall: str | None) -> None:
+    """The probe's lines (``check --probe``) and, beside an audit verdict, the combined gate."""
+    probe = results.get("probe")
+    if not probe:
+        return
+    from audit.probe.outputs import verdict_lines
+    from audit.verdict import overall_verdict
+
+    print("probe (training-free, the model as shipped):")
+    lines = verdict_lines(probe)
+    print("\n".join([*lines[:-1], f"probe {lines[-1]}"]))
+    if audit_overall is not None:
+        gate = overall_verdict([audit_overall, probe["verdict"]["overall"]])
         print(f"gate:    {gate.upper()} (the worse of the audit's and the probe's verdicts)")
 
 
@@ -164,9 +172,13 @@ def run_check(args: argparse.Namespace) -> int:
     _check_executor_options(args)
     if args.dry_run:
         return _dry_run(args, settings, cache_dir)
+    _check_probe_flags(args)
     user = load_model(
         args.model, arch=args.arch, trust_code=args.trust_code, trust_pickle=args.trust_pickle
     )
+    from audit.models.input_size import check_input_size
+
+    check_input_size(user.backbone, settings.train.input_size)  # before any image is decoded
     from audit.models.fetch import cached_reference, how_to_get_reference
 
     reference_path = args.reference or cached_reference(cache_dir)
@@ -180,6 +192,8 @@ def run_check(args: argparse.Namespace) -> int:
         from audit.probe.in_check import probe_cohort
 
         probe_results = probe_cohort(prepared, cohort, settings)
+        del prepared  # the shipped model leaves the device before fine-tuning starts
+        _release_device_memory()
     models = [
         (
             ModelRef(
@@ -234,6 +248,30 @@ def run_check(args: argparse.Namespace) -> int:
     outputs = run_audit(request)
     _print_summary(outputs.results, args.out, report=outputs.report_path is not None)
     return _exit_code(outputs.results, args.inconclusive_exit)
+
+
+PROBE_FLAGS = {  # check's probe flags and their defaults: set without --probe, they do nothing
+    "probe_images": 1000, "score_output": None, "activation": "auto", "max_shift": 0.05,
+    "max_flip_rate": 0.05, "max_sex_auc_gap": None, "threshold": None,
+}  # fmt: skip
+
+
+def _check_probe_flags(args: argparse.Namespace) -> None:
+    if args.probe:
+        if args.probe_images < 0:
+            raise UsageError(f"--probe-images {args.probe_images}: use 1 or more, or 0 for all")
+        return
+    given = [k for k, default in PROBE_FLAGS.items() if getattr(args, k) != default]
+    if given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise UsageError(f"{flags} set(s) the probe: add --probe, or leave them out")
+
+
+def _release_device_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _prepare_probe(args: argparse.Namespace, settings: Settings, user: Any, extra: dict):  # noqa: ANN202
@@ -464,17 +502,15 @@ def run_probe(args: argparse.Namespace) -> int:
     print("\n".join(summary_lines(results)))
     print(f"results: {results_path}")
     print(f"junit:   {junit_path}")
-    if args.no_report:
-        from audit.pipeline import drop_stale_report
+    from audit.report.render import drop_stale_report, render_report_or_warn
 
-        drop_stale_report(args.out / "report.pdf")
-    else:
-        from audit.report.render import render_report
-
-        report = render_report(
+    drop_stale_report(args.out / "report.pdf")
+    if not args.no_report:
+        report = render_report_or_warn(
             results, args.out / "report.pdf", results_json=results_path.read_bytes()
         )
-        print(f"report:  {report}")
+        if report is not None:
+            print(f"report:  {report}")
     return exit_code_for(results["verdict"]["overall"], args.inconclusive_exit)
 
 

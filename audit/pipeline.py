@@ -148,10 +148,16 @@ def _verdict(
     verdict = to_dict(decide(gaps, thresholds))
     for row in verdict["per_confounder"]:
         adjusted = baseline_adjusted_gap(row["confounder"], gaps[row["confounder"]], thresholds)
-        row["gap_baseline_adjusted"] = (
-            None if adjusted is None else {**adjusted[0].to_dict(), "baseline_level": adjusted[1]}
-        )
+        row["gap_baseline_adjusted"] = None if adjusted is None else _adjusted_record(*adjusted)
     return verdict
+
+
+def _adjusted_record(estimate: Any, baseline_level: float) -> dict[str, Any]:
+    """The adjusted gap's summary; its per-level entries (levels reordered) would mislead."""
+    record = estimate.to_dict()
+    for key in ("per_level_gap", "per_level_ci_low", "per_level_ci_high"):
+        record.pop(key, None)
+    return {**record, "baseline_level": baseline_level}
 
 
 def _example_cohort(cohort: Cohort, settings: Settings) -> Cohort:
@@ -328,13 +334,6 @@ def _environment(devices: Sequence[str], outcome: Outcome) -> dict[str, Any]:
     return {**workers[0], **outcome.environment}
 
 
-def drop_stale_report(path: Path) -> None:
-    """Without a new report, an earlier one in --out would contradict the new results.json."""
-    if path.exists():
-        path.unlink()
-        log.info("removed the report.pdf of an earlier run: it does not match the new results")
-
-
 def run_audit(request: AuditRequest) -> AuditOutputs:
     """Plan, run what is missing, analyse and write results.json, report.pdf and junit.xml."""
     settings = request.settings
@@ -367,13 +366,10 @@ def run_audit(request: AuditRequest) -> AuditOutputs:
     results_path = out_dir / "results.json"
     atomic_write_text(results_path, json.dumps(results, indent=2, allow_nan=False) + "\n")
     from audit.report.junit import write_junit
-    from audit.report.render import render_report
+    from audit.report.render import drop_stale_report, render_report_or_warn
 
     junit_path = write_junit(results, out_dir / "junit.xml")
     report_path = out_dir / "report.pdf"
-    if request.write_report:
-        render_report(results, report_path)
-    else:
-        drop_stale_report(report_path)
-        report_path = None
+    drop_stale_report(report_path)
+    report_path = render_report_or_warn(results, report_path) if request.write_report else None
     return AuditOutputs(results, results_path, report_path, junit_path)

@@ -211,22 +211,20 @@ def baseline_adjusted_gap(
     the gap there is the accuracy difference alone, and subtracting it leaves the part of S that
     grows with the correlation. None when p = 0 was not run or is the only counted level.
     """
-    baseline = np.flatnonzero(np.isclose(gap.levels, 0.0, rtol=0, atol=1e-9))
-    if baseline.size == 0:
+    found = np.flatnonzero(np.isclose(gap.levels, 0.0, rtol=0, atol=1e-9))
+    rows = [int(r) for r in _counted_rows(name, gap.levels, thresholds.counted_levels)]
+    if found.size == 0 or rows == [int(found[0])]:
         return None
-    rows = [
-        r for r in _counted_rows(name, gap.levels, thresholds.counted_levels) if r != baseline[0]
-    ]
-    if not rows:
-        return None
-    picked = [int(baseline[0]), *rows]
-    weights = [-1.0] + [1.0 / len(rows)] * len(rows)
+    baseline = int(found[0])
+    picked = rows if baseline in rows else [*rows, baseline]
+    # S weighs each counted level 1/L; the gap at p = 0 is then subtracted once, whole.
+    weights = [(1.0 / len(rows) if r in rows else 0.0) - (r == baseline) for r in picked]
     estimate = bootstrap_shortcut_gap(
         gap.y_true, gap.user_scores[picked], gap.reference_scores[picked],
         n_resamples=thresholds.n_resamples, seed=thresholds.seed,
         confidence=1.0 - thresholds.alpha, weights=weights,
     )  # fmt: skip
-    return estimate, float(gap.levels[baseline[0]])
+    return estimate, float(gap.levels[baseline])
 
 
 def decide(gaps: Mapping[str, GapInput], thresholds: Thresholds) -> AuditVerdict:

@@ -26,9 +26,9 @@ def test_a_reduced_audit_names_each_cut() -> None:
         "2 fold(s) (the study: 5)",
         "input 64 px (the study: 224)",
         "at most 20 epoch(s) (the study: 30)",
-        "patience 20 (the study: 5)",
         "at most 3 step(s) per epoch (the study: all)",
         "without denoise, noise (the study: tag, denoise, noise, sex)",
+        "patience 20 (the study: 5)",
     ]
     record = budget_record(settings, 16, 90.0)
     assert record["tier"] == "reduced"
@@ -41,3 +41,20 @@ def test_a_reduced_audit_names_each_cut() -> None:
 def test_an_old_tier_name_and_no_budget_still_render() -> None:
     assert budget({"budget": "quick"}) == "quick"
     assert budget({}) == "not recorded in this audit"
+
+
+def test_other_settings_are_named_and_make_the_tier_modified() -> None:
+    settings = dataclasses.replace(
+        Settings(), folds=10, counted_levels=(0.5, 1.0),
+        confounder_params={"tag": {"font_size": 4}},
+        train=TrainSettings(lr=0.1, augment=False),
+    )  # fmt: skip
+    record = budget_record(settings, 480, 0.0)
+    assert record["tier"] == "modified"
+    assert record["deviations"] == [
+        "folds 10 (the study: 5)",
+        "learning rate 0.1 (the study: 0.001)",
+        "augmentation off (the study: on)",
+        "counted levels 0.5, 1 (the study: all)",
+        "confounder parameters set for tag (the study: defaults)",
+    ]

@@ -119,3 +119,34 @@ def test_an_embedded_probe_is_held_to_the_probe_schema(audited) -> None:
     del results["probe"]["model"]
     with pytest.raises(jsonschema.ValidationError):
         validate_results(results)
+
+
+def test_probe_flags_without_probe_and_a_sex_only_probe_fail_before_any_image(
+    models, tmp_path, capsys
+) -> None:
+    argv = [a for a in check(models, models["user"], tmp_path) if a != "--probe"]
+    assert cli.main([*argv, "--max-shift", "0.1"]) == 2
+    assert "--max-shift set(s) the probe: add --probe" in capsys.readouterr().err
+    sex_only = [*check(models, models["user"], tmp_path), "--confounders", "sex"]
+    assert cli.main(sex_only) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("medaudit: error: --probe: sex alone is reported, not gated")
+    assert cli.main([*check(models, models["user"], tmp_path), "--probe-images", "-1"]) == 2
+    assert "--probe-images -1" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists(), "nothing was decoded"
+
+
+def test_a_model_built_for_one_size_is_probed_at_it() -> None:
+    """torchvision's ViT takes only its own image size: the probe scores the model as it ships."""
+    from types import SimpleNamespace
+
+    from audit.config import Settings, TrainSettings
+    from audit.probe.in_check import _probe_size
+
+    settings = Settings(train=TrainSettings(input_size=64))
+    vit_runner = SimpleNamespace(module=torchvision.models.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=1, num_heads=1, hidden_dim=8, mlp_dim=8))  # fmt: skip
+    cnn_runner = SimpleNamespace(module=torchvision.models.resnet18())
+    assert _probe_size(vit_runner, settings) == 32
+    assert _probe_size(cnn_runner, settings) == 64
+    assert _probe_size(SimpleNamespace(), settings) == 64, "an ONNX session has no module"

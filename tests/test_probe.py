@@ -423,3 +423,21 @@ def test_a_pickled_whole_module_loads_only_when_trusted(files, tmp_path) -> None
     expected = OnnxRunner(ModelOptions(files["tag.onnx"], "cpu")).run(batch)[0]
     assert runner.format == "pickled-module"
     np.testing.assert_allclose(runner.run(batch)[0], expected, atol=1e-5)
+
+
+def test_a_report_that_cannot_be_rendered_keeps_the_verdicts_exit_code(
+    files, tmp_path, capsys, monkeypatch
+) -> None:
+    """A GPU node without WeasyPrint's libraries: one warning, results kept, exit code the verdict's."""
+    from audit.report import render
+
+    def broken(*args, **kwargs):
+        raise OSError("cannot load library 'libpango-1.0-0'")
+
+    monkeypatch.setattr(render, "render_report", broken)
+    argv = ["probe", str(files["tag.onnx"]), *synthetic(tmp_path), "--confounders", "tag"]
+    code, _, err = run_cli([a for a in argv if a != "--no-report"], capsys)
+    assert code == 1
+    assert "report.pdf not written (cannot load library 'libpango-1.0-0')" in err
+    assert (tmp_path / "out" / "results.json").is_file()
+    assert not (tmp_path / "out" / "report.pdf").exists()

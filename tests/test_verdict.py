@@ -236,7 +236,11 @@ def test_the_baseline_adjusted_gap_keeps_what_grows_with_the_correlation() -> No
     gap = _gap_input(3, 400, COLLAPSING, ROBUST)
     s = decide({"tag": gap}, FAST).per_confounder[0].gap
     adjusted, _ = baseline_adjusted_gap("tag", gap, FAST)
-    assert adjusted.estimate == pytest.approx(np.mean(s.per_level_gap[1:]) - s.per_level_gap[0])
+    assert adjusted.estimate == pytest.approx(s.estimate - s.per_level_gap[0])
+    not_counted = Thresholds(n_resamples=1000, counted_levels=(0.5, 0.8, 1.0))
+    s_high = decide({"tag": gap}, not_counted).per_confounder[0].gap
+    adjusted_high, _ = baseline_adjusted_gap("tag", gap, not_counted)
+    assert adjusted_high.estimate == pytest.approx(s_high.estimate - s.per_level_gap[0])
     assert adjusted.ci_low > 0.0, "the collapse is far beyond the p = 0 difference"
 
 

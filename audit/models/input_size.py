@@ -20,21 +20,33 @@ from audit.errors import UsageError
 from audit.models.architectures import Backbone
 
 
-def fit_input_size(backbone: Backbone, size: int) -> Backbone:
-    """The backbone itself when it takes any size; else a copy fitted to ``size`` pixels."""
+def _fixed_size_vit(backbone: Backbone):  # noqa: ANN202 - a torchvision VisionTransformer or None
     from torchvision.models import VisionTransformer
 
-    module = backbone.module
-    if not isinstance(module, VisionTransformer) or module.image_size == size:
-        return backbone
+    return backbone.module if isinstance(backbone.module, VisionTransformer) else None
+
+
+def check_input_size(backbone: Backbone, size: int) -> None:
+    """A one-line error when the backbone cannot be fitted to ``size`` (before any image loads)."""
+    module = _fixed_size_vit(backbone)
+    if module is None or size % module.patch_size == 0:
+        return
     patch = module.patch_size
-    if size % patch:
-        low, high = (size // patch) * patch, (size // patch + 1) * patch
-        nearest = f"{low} or {high}" if low else str(high)
-        raise UsageError(
-            f"{backbone.arch} cuts images into {patch}-pixel patches: --input-size {size} is not a "
-            f"whole number of them; use e.g. {nearest}"
-        )
+    low, high = (size // patch) * patch, (size // patch + 1) * patch
+    nearest = f"{low} or {high}" if low else str(high)
+    raise UsageError(
+        f"{backbone.arch} cuts images into {patch}-pixel patches: --input-size {size} is not a "
+        f"whole number of them; use e.g. {nearest}"
+    )
+
+
+def fit_input_size(backbone: Backbone, size: int) -> Backbone:
+    """The backbone itself when it takes any size; else a copy fitted to ``size`` pixels."""
+    module = _fixed_size_vit(backbone)
+    if module is None or module.image_size == size:
+        return backbone
+    check_input_size(backbone, size)
+    patch = module.patch_size
     fitted = copy.deepcopy(module)
     embedding = fitted.encoder.pos_embedding.data
     grid = _interpolated_grid(embedding, size // patch)

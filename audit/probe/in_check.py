@@ -47,7 +47,7 @@ class CheckProbeOptions:
     max_flip_rate: float = 0.05
     max_sex_auc_gap: float | None = None
     threshold: float | None = None
-    batch_size: int = 32
+    batch_size: int = 32  # images per forward pass
     model_sha256: str = ""
     command: str = ""
     extra_confounders: Mapping[str, Confounder] = field(default_factory=dict)
@@ -76,19 +76,25 @@ def probed_confounders(
 
 def prepare(options: CheckProbeOptions, settings: Settings) -> PreparedProbe:
     """Open the model whole (classifier included) and try it; no image is read yet."""
-    if options.batch_size < 1:
-        raise UsageError(f"--probe-batch-size {options.batch_size}: use 1 or more")
     names, skipped = probed_confounders(settings.confounders, options.extra_confounders)
     if skipped:
         log.warning("--probe: not probed (they select cases, pixels stay): %s", ", ".join(skipped))
     if not names:
-        raise UsageError("--probe: none of the audit's confounders can be probed")
+        raise UsageError("none of the audit's confounders can be probed")
+    pixel = [
+        n for n in names if (options.extra_confounders.get(n) or get_confounder(n)).kind == "pixel"
+    ]
+    if not pixel and options.max_sex_auc_gap is None:
+        raise UsageError(
+            "sex alone is reported, not gated: add a pixel confounder or give --max-sex-auc-gap"
+        )
     device = (options.device or "auto").split(",")[0].strip() or "auto"
     runner = open_runner(
         ModelOptions(options.model, device, options.arch, options.trust_code, options.trust_pickle)
     )
-    # The audit's fine-tuning input size; a model that declares its own must agree with it.
-    spec = resolve_input(runner.declared, options.model.name, input_size=settings.train.input_size)
+    spec = resolve_input(
+        runner.declared, options.model.name, input_size=_probe_size(runner, settings)
+    )
     preset = settings.train.normalize
     preset = options.preprocessing if preset == "auto" else preset
     normalization = resolve_normalization(preset, None, None, spec.channels)
@@ -99,6 +105,13 @@ def prepare(options: CheckProbeOptions, settings: Settings) -> PreparedProbe:
         max_sex_auc_gap=options.max_sex_auc_gap, threshold=options.threshold,
     )  # fmt: skip
     return PreparedProbe(options, runner, Preprocessor(spec, normalization), names, thresholds)
+
+
+def _probe_size(runner: Runner, settings: Settings) -> int:
+    """The audit's input size, unless the shipped model is built for one size (torchvision's ViT
+    takes only its own ``image_size``): the probe scores the model as it ships."""
+    native = getattr(getattr(runner, "module", None), "image_size", None)
+    return native if isinstance(native, int) else settings.train.input_size
 
 
 def probe_cohort(prepared: PreparedProbe, cohort: Cohort, settings: Settings) -> dict[str, Any]:

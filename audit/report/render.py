@@ -102,3 +102,27 @@ def render_report(
     """Write the PDF atomically. Pass ``results_json`` when re-rendering a results.json file."""
     atomic_write_bytes(Path(path), render_pdf(results, results_json=results_json))
     return Path(path)
+
+
+def render_report_or_warn(
+    results: Mapping[str, Any], path: Path, *, results_json: bytes | None = None
+) -> Path | None:
+    """The report, or None and one warning when it cannot be rendered here (WeasyPrint's system
+    libraries missing on a GPU node, say): the verdict, results.json and junit.xml are already
+    written and the exit code must still be the verdict's, so a CI gate keeps working."""
+    try:
+        return render_report(results, path, results_json=results_json)
+    except Exception as error:  # noqa: BLE001 - any renderer failure becomes one warning
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        logging.getLogger("audit").warning(
+            "report.pdf not written (%s); render it where WeasyPrint works: "
+            "medaudit report results.json",
+            reason[:200],
+        )
+        return None
+
+
+def drop_stale_report(path: Path) -> None:
+    """An earlier report in --out would contradict the new results.json if no new one replaced it."""
+    if path.exists():
+        path.unlink()
