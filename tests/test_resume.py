@@ -83,3 +83,20 @@ def test_sigkill_mid_audit_then_resume_loses_and_redoes_nothing(checkpoints, tmp
     assert done.returncode in (0, 1, 3), done.stderr
     uninterrupted = json.loads((straight / "results.json").read_text())
     assert strip_timings(resumed) == strip_timings(uninterrupted)
+
+
+def test_deterministic_mode_fixes_the_cublas_workspace_before_any_run(monkeypatch) -> None:
+    """cuBLAS reads CUBLAS_WORKSPACE_CONFIG when its first handle is made; a user's value stays."""
+    from audit.train.device import set_determinism
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    try:
+        set_determinism(True)
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        assert torch.are_deterministic_algorithms_enabled()
+        monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+        set_determinism(True)
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+    finally:
+        set_determinism(False)
+    assert not torch.are_deterministic_algorithms_enabled()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 
 import torch
@@ -43,7 +44,12 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 def set_determinism(enabled: bool) -> None:
-    """Deterministic kernels and cuDNN settings, so two runs give identical numbers."""
+    """Deterministic kernels and cuDNN settings, so two runs give identical numbers.
+
+    cuBLAS is deterministic on CUDA >= 10.2 only with a fixed workspace, read when its first
+    handle is made: set here, before any run, and inherited by spawned workers."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(enabled, warn_only=True)
     torch.backends.cudnn.deterministic = enabled
     torch.backends.cudnn.benchmark = not enabled
