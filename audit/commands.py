@@ -125,13 +125,12 @@ def _print_probe(results: dict[str, Any], audit_overall: str | None) -> None:
     if not probe:
         return
     from audit.probe.outputs import verdict_lines
-    from audit.verdict import overall_verdict
 
     print("probe (training-free, the model as shipped):")
     lines = verdict_lines(probe)
     print("\n".join([*lines[:-1], f"probe {lines[-1]}"]))
-    if audit_overall is not None:
-        gate = overall_verdict([audit_overall, probe["verdict"]["overall"]])
+    gate = (results.get("gate") or {}).get("overall")
+    if audit_overall is not None and gate:
         print(f"gate:    {gate.upper()} (the worse of the audit's and the probe's verdicts)")
 
 
@@ -141,7 +140,10 @@ def _exit_code(results: dict[str, Any], inconclusive_exit: int) -> int:
         return int(ExitCode.INTERNAL)
     from audit.verdict import exit_code_for, overall_verdict
 
-    verdicts = [results["verdict"]["overall"]]
+    gate = results.get("gate") or {}
+    if "overall" in gate:
+        return exit_code_for(gate["overall"], inconclusive_exit)
+    verdicts = [results["verdict"]["overall"]]  # results written before the gate was recorded
     if results.get("probe"):
         verdicts.append(results["probe"]["verdict"]["overall"])
     return exit_code_for(overall_verdict(verdicts), inconclusive_exit)

@@ -152,6 +152,16 @@ def _verdict(
     return verdict
 
 
+def _gate(audit_overall: str, probe: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What the exit code and a CI gate follow: the audit's verdict, or with ``check --probe``
+    the worse of the audit's and the probe's."""
+    from audit.verdict import overall_verdict
+
+    probe_overall = probe["verdict"]["overall"] if probe else None
+    verdicts = [audit_overall] + ([probe_overall] if probe_overall else [])
+    return {"overall": overall_verdict(verdicts), "audit": audit_overall, "probe": probe_overall}
+
+
 def _adjusted_record(estimate: Any, baseline_level: float) -> dict[str, Any]:
     """The adjusted gap's summary; its per-level entries (levels reordered) would mislead."""
     record = estimate.to_dict()
@@ -301,6 +311,8 @@ def build_results(
     }
     if request.probe is not None:
         results["probe"] = dict(request.probe)
+    if verdict is not None:
+        results["gate"] = _gate(verdict["overall"], request.probe)
     if complete and "reference" in roles:
         results["statistics"] = {
             name: descriptive_statistics(outcome.results, name, settings.levels)

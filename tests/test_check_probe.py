@@ -66,6 +66,11 @@ def test_check_probe_embeds_the_probe_a_standalone_run_gives(models, audited) ->
     assert embedded["kind"] == "probe" and results["status"]["complete"]
     assert [r["name"] for r in embedded["confounders"]] == ["tag", "sex"]
     assert code == _exit_code(results, 3)
+    gate = results["gate"]
+    assert gate["audit"] == results["verdict"]["overall"]
+    assert gate["probe"] == embedded["verdict"]["overall"]
+    worst = next(v for v in ("fail", "inconclusive", "pass") if v in (gate["audit"], gate["probe"]))
+    assert gate["overall"] == worst and code == {"pass": 0, "fail": 1, "inconclusive": 3}[worst]
     assert "probe (training-free" in printed and "gate:" in printed
 
     standalone = [
