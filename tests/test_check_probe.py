@@ -71,6 +71,10 @@ def test_check_probe_embeds_the_probe_a_standalone_run_gives(models, audited) ->
     assert gate["probe"] == embedded["verdict"]["overall"]
     worst = next(v for v in ("fail", "inconclusive", "pass") if v in (gate["audit"], gate["probe"]))
     assert gate["overall"] == worst and code == {"pass": 0, "fail": 1, "inconclusive": 3}[worst]
+    from pypdf import PdfReader
+
+    page_one = PdfReader(tmp_path / "out" / "report.pdf").pages[0].extract_text()
+    assert f"take the worse of the two: {worst.upper()}" in " ".join(page_one.split())
     assert "probe (training-free" in printed and "gate:" in printed
 
     standalone = [

@@ -799,9 +799,5 @@ def _probe_section(results: Mapping[str, Any]) -> dict[str, Any] | None:
     from audit.report.probe_context import probe_context  # it imports this module's helpers
 
     section = probe_context(probe)
-    verdict = results.get("verdict")
-    if verdict:  # what the exit code and junit.xml followed: the worse of the two verdicts
-        from audit.verdict import overall_verdict
-
-        section["gate"] = overall_verdict([verdict["overall"], probe["verdict"]["overall"]])
+    section["gate"] = (results.get("gate") or {}).get("overall")  # what the exit code followed
     return section
