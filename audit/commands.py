@@ -138,15 +138,9 @@ def _exit_code(results: dict[str, Any], inconclusive_exit: int) -> int:
     """The audit's verdict; with ``--probe`` the worse of the audit's and the probe's."""
     if not results["status"]["complete"] or results.get("verdict") is None:
         return int(ExitCode.INTERNAL)
-    from audit.verdict import exit_code_for, overall_verdict
+    from audit.verdict import exit_code_for
 
-    gate = results.get("gate") or {}
-    if "overall" in gate:
-        return exit_code_for(gate["overall"], inconclusive_exit)
-    verdicts = [results["verdict"]["overall"]]  # results written before the gate was recorded
-    if results.get("probe"):
-        verdicts.append(results["probe"]["verdict"]["overall"])
-    return exit_code_for(overall_verdict(verdicts), inconclusive_exit)
+    return exit_code_for(results["gate"]["overall"], inconclusive_exit)
 
 
 def _extra_confounders(args: argparse.Namespace) -> dict:

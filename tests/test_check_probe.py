@@ -106,10 +106,11 @@ def test_a_backbone_without_its_classifier_fails_before_any_run(models, tmp_path
 
 
 def _results(audit: str, probe: str | None) -> dict:
-    results = {"status": {"complete": True}, "verdict": {"overall": audit}}
-    if probe is not None:
-        results["probe"] = {"verdict": {"overall": probe}}
-    return results
+    from audit.pipeline import _gate
+
+    probe_doc = None if probe is None else {"verdict": {"overall": probe}}
+    return {"status": {"complete": True}, "verdict": {"overall": audit},
+            "gate": _gate(audit, probe_doc)}  # fmt: skip
 
 
 @pytest.mark.parametrize(
