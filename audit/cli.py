@@ -332,6 +332,10 @@ def _check_probe_options(check: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     _score_options(probe)
     _probe_gate_options(probe)
+    # Each probe flag's default, read from the group itself: set without --probe, a flag is refused.
+    check.set_defaults(
+        probe_flag_defaults={a.dest: a.default for a in probe._group_actions if a.dest != "probe"}
+    )
 
 
 def _reference_parser(sub: argparse._SubParsersAction) -> None:

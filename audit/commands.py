@@ -246,18 +246,12 @@ def run_check(args: argparse.Namespace) -> int:
     return _exit_code(outputs.results, args.inconclusive_exit)
 
 
-PROBE_FLAGS = {  # check's probe flags and their defaults: set without --probe, they do nothing
-    "probe_images": 1000, "score_output": None, "activation": "auto", "max_shift": 0.05,
-    "max_flip_rate": 0.05, "max_sex_auc_gap": None, "threshold": None,
-}  # fmt: skip
-
-
 def _check_probe_flags(args: argparse.Namespace) -> None:
     if args.probe:
         if args.probe_images < 0:
             raise UsageError(f"--probe-images {args.probe_images}: use 1 or more, or 0 for all")
         return
-    given = [k for k, default in PROBE_FLAGS.items() if getattr(args, k) != default]
+    given = [k for k, default in args.probe_flag_defaults.items() if getattr(args, k) != default]
     if given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise UsageError(f"{flags} set(s) the probe: add --probe, or leave them out")

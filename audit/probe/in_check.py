@@ -64,14 +64,16 @@ class PreparedProbe:
 
 def probed_confounders(
     names: tuple[str, ...], extra: Mapping[str, Confounder]
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
+) -> tuple[dict[str, Confounder], tuple[str, ...]]:
     """(probed, skipped): pixel confounders and sex are probed; other sampling ones cannot be."""
-    probed, skipped = [], []
+    probed, skipped = {}, []
     for name in names:
         conf = extra.get(name) or get_confounder(name)
-        fits = conf.kind == "pixel" or conf.attribute == "sex"
-        (probed if fits else skipped).append(name)
-    return tuple(probed), tuple(skipped)
+        if conf.kind == "pixel" or conf.attribute == "sex":
+            probed[name] = conf
+        else:
+            skipped.append(name)
+    return probed, tuple(skipped)
 
 
 def prepare(options: CheckProbeOptions, settings: Settings) -> PreparedProbe:
@@ -81,10 +83,7 @@ def prepare(options: CheckProbeOptions, settings: Settings) -> PreparedProbe:
         log.warning("--probe: not probed (they select cases, pixels stay): %s", ", ".join(skipped))
     if not names:
         raise UsageError("none of the audit's confounders can be probed")
-    pixel = [
-        n for n in names if (options.extra_confounders.get(n) or get_confounder(n)).kind == "pixel"
-    ]
-    if not pixel and options.max_sex_auc_gap is None:
+    if all(c.kind != "pixel" for c in names.values()) and options.max_sex_auc_gap is None:
         raise UsageError(
             "sex alone is reported, not gated: add a pixel confounder or give --max-sex-auc-gap"
         )
@@ -104,7 +103,9 @@ def prepare(options: CheckProbeOptions, settings: Settings) -> PreparedProbe:
         n_resamples=settings.n_resamples, seed=settings.seed,
         max_sex_auc_gap=options.max_sex_auc_gap, threshold=options.threshold,
     )  # fmt: skip
-    return PreparedProbe(options, runner, Preprocessor(spec, normalization), names, thresholds)
+    return PreparedProbe(
+        options, runner, Preprocessor(spec, normalization), tuple(names), thresholds
+    )
 
 
 def _probe_size(runner: Runner, settings: Settings) -> int:
