@@ -332,6 +332,7 @@ def _check_probe_options(check: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     _score_options(probe)
     _probe_gate_options(probe)
+    _placebo_option(probe)
     # Each probe flag's default, read from the group itself: set without --probe, a flag is refused.
     check.set_defaults(
         probe_flag_defaults={a.dest: a.default for a in probe._group_actions if a.dest != "probe"}
@@ -408,6 +409,15 @@ def _probe_gate_options(group: argparse._ArgumentGroup) -> None:
         "--threshold", type=float, default=None,
         help="operating threshold on the probability scale (default: Youden's J on the clean "
         "probed images)",
+    )  # fmt: skip
+
+
+def _placebo_option(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--placebo", action="store_true",
+        help="also score each pixel confounder's placebo, its own pixel changes scattered at "
+        "random, to tell a shortcut from sensitivity to any change of that size (descriptive; "
+        "one more pass over the images per confounder)",
     )  # fmt: skip
 
 
@@ -499,6 +509,7 @@ def _probe_parser(sub: argparse._SubParsersAction) -> None:
         help="set a confounder parameter, e.g. tag.font_size=48 or noise.preset=ct",
     )  # fmt: skip
     proto.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    _placebo_option(proto)
     gate = probe.add_argument_group("verdict thresholds (declare them before the probe)")
     _probe_gate_options(gate)
     gate.add_argument("--alpha", type=float, default=0.05, help="family-wise error rate")

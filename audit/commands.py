@@ -275,7 +275,7 @@ def _prepare_probe(args: argparse.Namespace, settings: Settings, user: Any, extr
         max_images=args.probe_images or None, max_shift=args.max_shift,
         max_flip_rate=args.max_flip_rate, max_sex_auc_gap=args.max_sex_auc_gap,
         threshold=args.threshold, model_sha256=user.sha256, command=_command_line(),
-        extra_confounders=extra,
+        extra_confounders=extra, placebo=args.placebo,
     )  # fmt: skip
     try:
         return prepare(options, settings)
@@ -486,6 +486,7 @@ def run_probe(args: argparse.Namespace) -> int:
             runner, Preprocessor(spec, normalization), cohort, selection, names, params,
             thresholds, args.score_output, args.activation, args.batch_size,
             command=_command_line(), model_sha256=file_sha256(str(args.model)),
+            placebo=args.placebo,
         )
     )  # fmt: skip
     results_path, junit_path = write_outputs(results, args.out)

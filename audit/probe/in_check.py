@@ -51,6 +51,7 @@ class CheckProbeOptions:
     model_sha256: str = ""
     command: str = ""
     extra_confounders: Mapping[str, Confounder] = field(default_factory=dict)
+    placebo: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,5 +126,6 @@ def probe_cohort(prepared: PreparedProbe, cohort: Cohort, settings: Settings) ->
         settings.confounder_params, prepared.thresholds, options.score_output,
         options.activation, options.batch_size, command=options.command,
         model_sha256=options.model_sha256, extra_confounders=options.extra_confounders,
+        placebo=options.placebo,
     )  # fmt: skip
     return run_probe(request)

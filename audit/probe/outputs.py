@@ -99,5 +99,12 @@ def verdict_lines(results: dict[str, Any]) -> list[str]:
                 else "AUC by sex not available"
             )
         lines.append(f"  {row['name']:<8} {row['verdict'].upper():<13} {detail}")
+        if row.get("placebo"):
+            placebo, excess = row["placebo"], row["placebo"]["excess_flip_rate"]
+            lines.append(
+                f"  {'':<8} {'placebo':<13} flips {placebo['flip_rate']['estimate']:.3f}; "
+                f"excess {excess['estimate']:+.3f} [{excess['ci_low']:+.3f}, "
+                f"{excess['ci_high']:+.3f}] (descriptive)"
+            )
     lines.append(f"overall: {results['verdict']['overall'].upper()}")
     return lines

@@ -40,6 +40,7 @@ from audit.probe.measures import (
     subgroup_comparison,
     worst_cases,
 )
+from audit.probe.placebo import PlaceboImages, compare_with_placebo
 from audit.probe.preprocess import Preprocessor
 from audit.probe.runner import Runner
 from audit.probe.scores import (
@@ -78,6 +79,7 @@ class ProbeRequest:
     extra_confounders: Mapping[str, Confounder] = field(
         default_factory=dict
     )  # --confounder plugins
+    placebo: bool = False  # also score each pixel confounder's placebo (descriptive)
 
 
 @dataclass
@@ -169,7 +171,18 @@ def run_probe(request: ProbeRequest, progress: Callable[[str], None] | None = No
         else:
             say(f"scoring {len(idx)} images with confounder {name}")
             score = _scores_with(scorer, activation, cohort, idx)
-            row, gate = _pixel_row(conf, params, preset, score, clean, y, threshold, request)
+            seed = confounder_seed(t.seed, conf.name)
+            baseline = clean if conf.baseline is None else score(conf, False, seed, params)
+            scores = (baseline, score(conf, True, seed, params))
+            row, gate = _pixel_row(conf, params, preset, seed, scores, y, threshold, request)
+            if request.placebo:
+                say(f"scoring {len(idx)} images with the placebo of {name}")
+                make = PlaceboImages(conf, params, seed)
+                placebo = to_scores(_chunked(cohort, idx, scorer.raw, make), choice, activation)
+                row["placebo"] = compare_with_placebo(
+                    y, *scores, placebo, threshold, n_resamples=t.n_resamples, seed=t.seed,
+                    confidence=1.0 - t.alpha, change_kept=make.change_kept,
+                ).to_dict()  # fmt: skip
         rows.append(row)
         if gate is not None:
             evidence[name] = gate
@@ -230,16 +243,15 @@ def _pixel_row(
     conf: Confounder,
     params: Mapping[str, Any],
     preset: str | None,
-    score: Callable,
-    clean: np.ndarray,
+    seed: int,
+    scores: tuple[np.ndarray, np.ndarray],
     y: np.ndarray,
     threshold: float,
     request: ProbeRequest,
 ) -> tuple[dict[str, Any], Evidence]:
+    """Baseline (clean, or the confounder's baseline) against confounded scores of the images."""
     t = request.thresholds
-    seed = confounder_seed(t.seed, conf.name)
-    baseline = clean if conf.baseline is None else score(conf, False, seed, params)
-    confounded = score(conf, True, seed, params)
+    baseline, confounded = scores
     confidence = 1.0 - t.alpha
     shift = mean_shift(y, baseline, confounded, n_resamples=t.n_resamples, seed=t.seed,
                        confidence=confidence)  # fmt: skip
@@ -329,6 +341,8 @@ def _document(
     idx = request.selection.indices
     names = [r["name"] for r in rows]
     identity = [request.model_sha256, cohort.manifest_hash(), idx.tolist(), names, canonical(t)]
+    if request.placebo:
+        identity.append("placebo")
     return _clean_json(
         {
             "schema_version": SCHEMA_VERSION,

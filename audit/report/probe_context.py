@@ -222,6 +222,30 @@ def pixel_row(row: Mapping[str, Any]) -> dict[str, Any]:
         "auc": _auc_cells(row.get("auc")),
         **_holm(row),
         "reason": row.get("reason", ""),
+        "placebo": placebo_cells(row.get("placebo")),
+    }
+
+
+def placebo_cells(placebo: Mapping[str, Any] | None) -> dict[str, str] | None:
+    """With ``--placebo``: the placebo's shift and flips, and the confounder's excess flips."""
+    if not placebo:
+        return None
+    shift, flips = placebo.get("mean_shift") or {}, placebo.get("flip_rate") or {}
+    excess = placebo.get("excess_flip_rate") or {}
+    kept = _number(placebo.get("change_kept"))
+    return {
+        "change_kept": "n/a" if kept is None else f"{kept:.0%}",
+        "shift": fmt_signed(shift.get("estimate")),
+        "shift_ci": fmt_interval(shift.get("ci_low"), shift.get("ci_high")),
+        "shift_abs": fmt_auc(shift.get("mean_abs")),
+        "flip": fmt_auc(flips.get("estimate")),
+        "flip_ci": fmt_range(flips.get("ci_low"), flips.get("ci_high")),
+        "excess": fmt_signed(excess.get("estimate")),
+        "excess_ci": fmt_interval(excess.get("ci_low"), excess.get("ci_high")),
+        "only_confounder": fmt_value(excess.get("only_confounder")),
+        "only_placebo": fmt_value(excess.get("only_placebo")),
+        "p": fmt_p(excess.get("p_value")),
+        "finding": _or_gap(placebo.get("finding")),
     }
 
 
