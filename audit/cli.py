@@ -14,6 +14,7 @@ from pathlib import Path
 
 from audit import __version__
 from audit.errors import ExitCode, MedauditError, UsageError
+from audit.quiet_logs import silence_pydicom_logger
 
 log = logging.getLogger("audit")
 
@@ -544,6 +545,7 @@ def _configure_logging(debug: bool, quiet: bool) -> None:
     root.setLevel(level)
     for noisy in ("matplotlib", "PIL", "fontTools", "weasyprint"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    silence_pydicom_logger()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

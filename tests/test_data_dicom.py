@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -176,3 +177,34 @@ def test_window_functions_follow_the_standard() -> None:
     assert exact[1] == pytest.approx(0.005) and exact[2] == pytest.approx(0.5)
     sigmoid = dicom.window(values, 100.0, 100.0, "SIGMOID")
     assert sigmoid[2] == pytest.approx(0.5) and sigmoid[0] < 0.02
+
+
+def test_pydicom_own_log_records_never_carry_the_path(tmp_path, capsys, caplog) -> None:
+    """pydicom logs a truncated encapsulated file by its full path; the folder may be a name."""
+    from pydicom.uid import RLELossless
+    from test_data_builders import Identity, ct_dataset, save_dataset
+
+    from audit.cli import _configure_logging
+    from audit.data.problems import Unreadable
+
+    ds = ct_dataset(Identity(), series_uid=generate_uid(), z=0.0, hu=np.zeros((32, 32)))
+    ds.compress(RLELossless)
+    path = save_dataset(ds, tmp_path / "ward-DOE_JOHN_MRN123" / "slice.dcm")
+    path.write_bytes(path.read_bytes()[:-200])
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    try:
+        _configure_logging(debug=True, quiet=False)  # the most talkative setting
+        with caplog.at_level("DEBUG"), pytest.raises(Unreadable):
+            read_dicom_uint8(path, modality="ct", hu_window=(-1000.0, 400.0))
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    captured = capsys.readouterr()
+    said = captured.out + captured.err + caplog.text
+    assert "DOE_JOHN" not in said and str(tmp_path) not in said
+
+
+def test_a_slice_header_never_shows_the_patient_id() -> None:
+    header = dicom.SliceHeader("1.2.3", "1.2.4", 0.0, "CT", "DOE_JOHN_MRN123", "M")
+    assert "DOE_JOHN" not in repr(header) and header.patient_id == "DOE_JOHN_MRN123"

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,7 @@ from audit.data.problems import (
     UNSUPPORTED_SYNTAX,
     Unreadable,
 )
+from audit.quiet_logs import silence_pydicom_logger
 
 BURNED_IN_YES = "BurnedInAnnotation is not NO"
 BURNED_IN_UNSTATED = "BurnedInAnnotation not stated"
@@ -50,8 +51,11 @@ class SliceHeader:
     series_uid: str
     z: float | None
     modality: str
-    patient_id: str
-    sex: str | None
+    patient_id: str = field(repr=False)  # never in a repr, a log line or a message
+    sex: str | None = None
+
+
+silence_pydicom_logger()
 
 
 @contextlib.contextmanager
