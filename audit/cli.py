@@ -536,6 +536,22 @@ def _probe_parser(sub: argparse._SubParsersAction) -> None:
     probe.set_defaults(handler="probe")
 
 
+def path_placeholders(parser: argparse.ArgumentParser | None = None) -> dict[str, str]:
+    """Every option whose value is a path (any subcommand), with what the recorded command shows
+    instead: a folder or file name may carry a patient's name or id."""
+    found: dict[str, str] = {}
+    pending = [parser or build_parser()]
+    while pending:
+        current = pending.pop()
+        for action in current._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                pending.extend(action.choices.values())
+            elif action.type is Path and action.option_strings:
+                for option in action.option_strings:
+                    found[option] = f"<{action.dest.replace('_', '-')}>"
+    return found
+
+
 def _configure_logging(debug: bool, quiet: bool) -> None:
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
@@ -556,6 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help exits 0, bad usage exits 2
         return int(exc.code or 0)
     _configure_logging(args.debug, args.quiet)
+    args.typed = list(sys.argv[1:] if argv is None else argv)  # for the recorded command
     try:
         from audit import commands
 

@@ -8,7 +8,7 @@ import json
 import logging
 import shlex
 import sys
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from audit.config import Settings, build_settings, find_config_file, read_config_table
@@ -85,12 +85,39 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return build_settings(file_values, flags)
 
 
-def _command_line() -> str:
-    """The command as typed, with paths reduced to file names (they may carry identifiers)."""
-    words = ["medaudit"]
-    for word in sys.argv[1:]:
-        words.append(Path(word).name if "/" in word else word)
+def _command_line(args: argparse.Namespace) -> str:
+    """The command as typed, for the record, minus what may identify a patient: the value of every
+    path option (``--data``, ``--out``...) becomes a placeholder such as ``<data>``, and a
+    positional file (the model, a results.json) keeps only its file name."""
+    from audit.cli import path_placeholders
+
+    placeholders = path_placeholders()
+    words, hide_next = ["medaudit"], None
+    for word in getattr(args, "typed", sys.argv[1:]):
+        if hide_next:
+            words.append(hide_next)
+            hide_next = None
+            continue
+        flag, has_value, _ = word.partition("=")
+        hidden = _placeholder(flag, placeholders) if word.startswith("--") else None
+        if hidden and has_value:
+            words.append(f"{flag}={hidden}")
+        elif hidden:
+            words.append(word)
+            hide_next = hidden
+        elif word.startswith("-"):
+            words.append(word)
+        else:
+            words.append(PureWindowsPath(word).name if "/" in word or "\\" in word else word)
     return shlex.join(words)
+
+
+def _placeholder(flag: str, placeholders: dict[str, str]) -> str | None:
+    """Exact option, or one argparse would accept as an abbreviation (hidden when in doubt)."""
+    if flag in placeholders:
+        return placeholders[flag]
+    prefixed = [v for k, v in placeholders.items() if len(flag) > 2 and k.startswith(flag)]
+    return prefixed[0] if prefixed else None
 
 
 def _print_summary(results: dict[str, Any], out_dir: Path, report: bool = True) -> None:
@@ -230,7 +257,7 @@ def run_check(args: argparse.Namespace) -> int:
         cohort=cohort,
         models=models,
         out_dir=args.out,
-        command=_command_line(),
+        command=_command_line(args),
         device=args.device,
         extra_confounders=extra,
         protocol=None if args.synthetic else args.protocol,
@@ -274,7 +301,7 @@ def _prepare_probe(args: argparse.Namespace, settings: Settings, user: Any, extr
         score_output=args.score_output, activation=args.activation,
         max_images=args.probe_images or None, max_shift=args.max_shift,
         max_flip_rate=args.max_flip_rate, max_sex_auc_gap=args.max_sex_auc_gap,
-        threshold=args.threshold, model_sha256=user.sha256, command=_command_line(),
+        threshold=args.threshold, model_sha256=user.sha256, command=_command_line(args),
         extra_confounders=extra, placebo=args.placebo,
     )  # fmt: skip
     try:
@@ -396,7 +423,7 @@ def run_demo(args: argparse.Namespace) -> int:
         quick=args.quick,
         device=args.device,
         deterministic=bool(args.deterministic),
-        command=_command_line(),
+        command=_command_line(args),
     )
     _print_summary(results, args.out)
     return 0 if results["status"]["complete"] else int(ExitCode.INTERNAL)
@@ -485,7 +512,7 @@ def run_probe(args: argparse.Namespace) -> int:
         ProbeRequest(
             runner, Preprocessor(spec, normalization), cohort, selection, names, params,
             thresholds, args.score_output, args.activation, args.batch_size,
-            command=_command_line(), model_sha256=file_sha256(str(args.model)),
+            command=_command_line(args), model_sha256=file_sha256(str(args.model)),
             placebo=args.placebo,
         )
     )  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -273,3 +274,15 @@ def test_a_gpu_node_without_the_optional_libraries_runs_check_no_report(tmp_path
         "results.json",
         "runs",
     ]
+
+
+def test_the_recorded_command_hides_every_path_value() -> None:
+    typed = ["check", "/models/net.pt", "--data", "/exports/site-DOE_JOHN/", "--out=/o/PID123",
+             "--cache", "C:\\cases\\MRN42", "--finding", "Atelectasis", "--confounders", "tag"]  # fmt: skip
+    recorded = commands._command_line(argparse.Namespace(typed=typed))
+    assert recorded == (
+        "medaudit check net.pt --data '<data>' '--out=<out>' --cache '<cache-dir>' "
+        "--finding Atelectasis --confounders tag"
+    )
+    for option in ("--data", "--out", "--cache-dir", "--reference", "--config", "--shared-cache"):
+        assert option in cli.path_placeholders(), option

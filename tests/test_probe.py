@@ -302,7 +302,7 @@ def test_untrusted_code_and_missing_data_are_refused(files, tmp_path, capsys) ->
 
 def test_a_manifest_data_set_is_probed_with_data(files, tmp_path, capsys) -> None:
     phantoms = make_phantom_cohort(PhantomSettings(n_patients=20, image_size=SIZE, seed=1))
-    folder = tmp_path / "images"
+    folder = tmp_path / "export-DOE_JOHN_19650101"  # a folder name that identifies someone
     folder.mkdir()
     rows = []
     for i, (case, image) in enumerate(zip(phantoms.cases, phantoms.images, strict=True)):
@@ -319,6 +319,7 @@ def test_a_manifest_data_set_is_probed_with_data(files, tmp_path, capsys) -> Non
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert code == 1 and results["illustrative"] is False and "illustrative" not in out
     assert results["data"]["source"] == "manifest" and results["data"]["n_images"] == len(rows)
+    assert "DOE_JOHN" not in json.dumps(results) and "--data '<data>'" in results["command"]
 
 
 # -------------------------------------------------------------------- PyTorch state_dicts
