@@ -582,6 +582,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.exception("error")
         print(f"medaudit: error: {exc}", file=sys.stderr)
         return int(exc.exit_code)
+    except SystemExit as exc:  # a plugin or library tried to end the process: never a pass
+        print(
+            f"medaudit: internal error: something tried to exit the process (code {exc.code!r}) "
+            "before medaudit finished; no verdict was reached",
+            file=sys.stderr,
+        )
+        return int(ExitCode.INTERNAL)
     except KeyboardInterrupt:
         print(
             "medaudit: interrupted; finished runs are kept, re-run the same command to resume",

@@ -286,3 +286,14 @@ def test_the_recorded_command_hides_every_path_value() -> None:
     )
     for option in ("--data", "--out", "--cache-dir", "--reference", "--config", "--shared-cache"):
         assert option in cli.path_placeholders(), option
+
+
+def test_something_exiting_the_process_is_never_a_pass(monkeypatch, capsys) -> None:
+    """A library or plugin calling sys.exit(0) mid-run must not read as exit code 0."""
+
+    def exits(args):
+        raise SystemExit(0)
+
+    monkeypatch.setattr(commands, "run_inspect", exits)
+    assert cli.main(["inspect", "model.pt"]) == 4
+    assert "tried to exit the process" in capsys.readouterr().err

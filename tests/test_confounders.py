@@ -318,6 +318,9 @@ PLUGIN_SOURCE = textwrap.dedent(
 
     def returns_junk():
         return "junk"
+
+    def exits():
+        raise SystemExit(0)
     """
 )
 
@@ -348,6 +351,8 @@ def test_plugin_loads_from_a_module_function_spec(plugin_module):
         ("{mod}:missing", "has no attribute 'missing'"),
         ("{mod}:NOT_A_CONFOUNDER", "is a int; expected a Confounder"),
         ("{mod}:returns_junk", "returned a str; expected a Confounder"),
+        ("sys:exit", "is a builtin_function_or_method; expected a Confounder"),  # never called
+        ("{mod}:exits", "calling it failed: SystemExit"),  # a plugin cannot end the audit
     ],
 )
 def test_a_bad_plugin_spec_gives_a_usage_error_that_says_why(plugin_module, spec, message):

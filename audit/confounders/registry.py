@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 from collections.abc import Iterable
 from importlib.metadata import entry_points
 from typing import Any
@@ -121,13 +122,14 @@ def _as_confounder(obj: Any, where: str) -> Confounder:
     """Accept a Confounder, or call a zero-argument factory and check what it returns."""
     if isinstance(obj, Confounder):
         return obj
-    if not callable(obj):
+    if not inspect.isfunction(obj):  # not a class, a builtin such as sys.exit, or any callable
         raise UsageError(
-            f"{where} is a {type(obj).__name__}; expected a Confounder or a function returning one"
+            f"{where} is a {type(obj).__name__}; expected a Confounder or a Python function "
+            "returning one"
         )
     try:
         result = obj()
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise UsageError(f"{where}: calling it failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(result, Confounder):
         raise UsageError(f"{where} returned a {type(result).__name__}; expected a Confounder")
