@@ -439,6 +439,8 @@ def run_report(args: argparse.Namespace) -> int:
         raise UsageError(f"results file not found: {args.results.name}") from None
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot read {args.results.name} as JSON: {exc}") from None
+    if not isinstance(results, dict):
+        raise UsageError(f"{args.results.name} is not medaudit results: not a JSON object")
     import jsonschema
 
     from audit.probe.outputs import validate_probe_results

@@ -297,3 +297,9 @@ def test_something_exiting_the_process_is_never_a_pass(monkeypatch, capsys) -> N
     monkeypatch.setattr(commands, "run_inspect", exits)
     assert cli.main(["inspect", "model.pt"]) == 4
     assert "tried to exit the process" in capsys.readouterr().err
+
+
+def test_report_on_json_that_is_not_an_object_exits_2(capsys, tmp_path) -> None:
+    (tmp_path / "results.json").write_text("[]")
+    assert cli.main(["report", str(tmp_path / "results.json")]) == 2
+    assert "not medaudit results: not a JSON object" in capsys.readouterr().err

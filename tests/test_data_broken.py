@@ -94,6 +94,10 @@ def test_strict_makes_a_broken_file_a_usage_error(corpus, tmp_path) -> None:
     [
         ([{"path": "a.png", "patient_id": "P1"}], r"lacks the column\(s\) label"),
         ([{"path": "a.png", "label": "2", "patient_id": "P1"}], "row 1: label must be 0 .* got 2"),
+        (
+            [{"path": "a.png", "label": "19650101", "patient_id": "P1"}],  # columns swapped
+            "row 1: label must be 0 .* got another number \\(not shown\\)$",
+        ),
         ([{"path": "a.png", "label": "yes", "patient_id": "P1"}], "got a non-number"),
         ([{"path": "a.png", "label": "1", "patient_id": ""}], "row 1: patient_id is empty"),
         ([{"path": "", "label": "1", "patient_id": "P"}], "row 1: path is empty"),

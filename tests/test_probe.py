@@ -442,3 +442,12 @@ def test_a_report_that_cannot_be_rendered_keeps_the_verdicts_exit_code(
     assert "report.pdf not written (cannot load library 'libpango-1.0-0')" in err
     assert (tmp_path / "out" / "results.json").is_file()
     assert not (tmp_path / "out" / "report.pdf").exists()
+
+
+def test_a_threshold_that_leaves_every_decision_on_one_side_is_refused(files, tmp_path, capsys):
+    argv = ["probe", str(files["tag.onnx"]), *synthetic(tmp_path), "--confounders", "tag"]
+    one_line_error([*argv, "--threshold", "nan"], capsys, "--threshold nan", "finite")
+    one_line_error([*argv, "--threshold", "2"], capsys, "--threshold 2", "outside (0, 1)")
+    # raw scores the user keeps as they are: any finite threshold is theirs to choose
+    code, out, _ = run_cli([*argv, "--activation", "none", "--threshold", "0.3"], capsys)
+    assert code in (0, 1, 3) and "given (--threshold)" in out

@@ -98,7 +98,11 @@ def _label(number: int, value: str) -> int:
         number_value = None
     if number_value in (0.0, 1.0):
         return int(number_value)
-    shown = f"got {value}" if number_value is not None and len(value) <= 12 else "got a non-number"
+    # a short number is shown ("got 2"); a long one may be an id or a birth date swapped in
+    if number_value is None:
+        shown = "got a non-number"
+    else:
+        shown = f"got {value}" if len(value) <= 4 else "got another number (not shown)"
     raise UsageError(f"manifest row {number}: label must be 0 (negative) or 1 (positive), {shown}")
 
 

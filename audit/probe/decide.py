@@ -23,6 +23,7 @@ difference between subgroups alone cannot tell a shortcut from a genuinely harde
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -62,6 +63,8 @@ class ProbeThresholds:
                 raise UsageError(f"{flag} {value}: use a number between {low:g} and {high:g}")
         if self.max_sex_auc_gap is not None and not 0.0 < self.max_sex_auc_gap < 1.0:
             raise UsageError(f"--max-sex-auc-gap {self.max_sex_auc_gap}: use a number in (0, 1)")
+        if self.threshold is not None and not math.isfinite(self.threshold):
+            raise UsageError(f"--threshold {self.threshold}: use a finite number")
         if self.n_resamples < 100:
             raise UsageError(f"--resamples {self.n_resamples}: use at least 100")
         if self.seed < 0:

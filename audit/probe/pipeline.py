@@ -162,7 +162,7 @@ def run_probe(request: ProbeRequest, progress: Callable[[str], None] | None = No
     clean_raw = _chunked(cohort, idx, scorer.raw)
     activation = choose_activation(request.activation, clean_raw, choice)
     clean = to_scores(clean_raw, choice, activation)
-    threshold, threshold_source = _operating_threshold(y, clean, t.threshold)
+    threshold, threshold_source = _operating_threshold(y, clean, t.threshold, activation)
     rows: list[dict[str, Any]] = []
     evidence: dict[str, Evidence] = {}
     for name, (conf, params, preset) in confounders.items():
@@ -227,9 +227,14 @@ def _scores_with(scorer: _Scorer, activation: Activation, cohort: Cohort, idx: n
 
 
 def _operating_threshold(
-    y: np.ndarray, clean: np.ndarray, given: float | None
+    y: np.ndarray, clean: np.ndarray, given: float | None, activation: Activation
 ) -> tuple[float, str]:
     if given is not None:
+        if activation.probabilities and not 0.0 < given < 1.0:
+            raise UsageError(
+                f"--threshold {given:g}: the scores are probabilities ({activation.reason}), so "
+                "a threshold outside (0, 1) would leave every decision on one side"
+            )
         return float(given), "given (--threshold)"
     if len(np.unique(y)) < 2:
         raise UsageError(

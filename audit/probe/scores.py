@@ -103,6 +103,7 @@ def raw_rows(choice: ScoreChoice, outputs: Sequence[np.ndarray]) -> np.ndarray:
 class Activation:
     name: str  # none | sigmoid | softmax
     reason: str
+    probabilities: bool = True  # False only for raw scores the user asked to keep (--activation none)
 
 
 def choose_activation(requested: str, raw: np.ndarray, choice: ScoreChoice) -> Activation:
@@ -110,7 +111,7 @@ def choose_activation(requested: str, raw: np.ndarray, choice: ScoreChoice) -> A
     if requested not in ACTIVATIONS:
         raise UsageError(f"--activation {requested!r}; use one of {', '.join(ACTIVATIONS)}")
     if requested != "auto":
-        return Activation(requested, "given by --activation")
+        return Activation(requested, "given by --activation", requested != "none")
     if not np.all(np.isfinite(raw)):
         raise UsageError(f"output {choice.output_name!r} holds NaN or infinite values")
     if raw.min() >= 0.0 and raw.max() <= 1.0:
