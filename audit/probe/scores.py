@@ -103,7 +103,9 @@ def raw_rows(choice: ScoreChoice, outputs: Sequence[np.ndarray]) -> np.ndarray:
 class Activation:
     name: str  # none | sigmoid | softmax
     reason: str
-    probabilities: bool = True  # False only for raw scores the user asked to keep (--activation none)
+    probabilities: bool = (
+        True  # False only for raw scores the user asked to keep (--activation none)
+    )
 
 
 def choose_activation(requested: str, raw: np.ndarray, choice: ScoreChoice) -> Activation:
