@@ -122,6 +122,7 @@ def _verdict(
     names: Sequence[str],
     has_reference: bool,
     summary: Mapping[str, Any],
+    patient_of: Mapping[str, str],
 ) -> dict[str, Any] | None:
     """The pre-declared verdict, or None when runs are missing (an incomplete audit decides nothing)."""
     if outcome.failed or not has_reference:
@@ -144,6 +145,7 @@ def _verdict(
             user_scores=scores.by_role["user"],
             reference_scores=scores.by_role["reference"],
             user_ood_auc_by_level=tuple(summary[name]["user"]["ood"]["mean"]),
+            clusters=np.array([patient_of[case] for case in scores.case_ids]),
         )
     verdict = to_dict(decide(gaps, thresholds))
     for row in verdict["per_confounder"]:
@@ -228,7 +230,14 @@ def build_results(
     roles = {ref.role for ref, _ in request.models}
     auc = auc_summary(outcome.results, settings.levels)
     verdict = (
-        _verdict(outcome, settings, list(confounders), "reference" in roles, auc)
+        _verdict(
+            outcome,
+            settings,
+            list(confounders),
+            "reference" in roles,
+            auc,
+            {case.case_id: case.patient_key for case in cohort.cases},
+        )  # fmt: skip
         if complete
         else None
     )

@@ -21,6 +21,9 @@ from scipy.stats import norm, rankdata
 from sklearn.metrics import roc_auc_score, roc_curve
 
 BOOTSTRAP_METHOD = "stratified paired percentile bootstrap"
+CLUSTER_BOOTSTRAP_METHOD = (
+    "stratified paired percentile bootstrap over patients (all of a patient's images together)"
+)
 MAX_SIGN_FLIP_FOLDS = 20
 MAX_PERMUTATION_GROUP = 12
 _CHUNK_ELEMENTS = 4_000_000  # resamples x cases held in memory at once by the bootstrap
@@ -354,6 +357,7 @@ class GapEstimate:
     per_level_ci_high: tuple[float, ...]
     samples: np.ndarray = field(repr=False, compare=False, metadata={"serialise": False})
     method: str = BOOTSTRAP_METHOD
+    n_patients: int | None = None  # resampled units when images were clustered by patient
 
     def p_greater(self, margin: float) -> float:
         """One-sided bootstrap p for "S > margin": the share of resampled gaps <= margin.
@@ -382,6 +386,7 @@ class GapEstimate:
             "per_level_ci_low": list(self.per_level_ci_low),
             "per_level_ci_high": list(self.per_level_ci_high),
             "method": self.method,
+            "n_patients": self.n_patients,
         }
 
 
@@ -410,12 +415,13 @@ def _resampled_auc(place: _Placement, w_pos: np.ndarray, w_neg: np.ndarray) -> n
     A resample's AUC is sum_i w_i (negative weight below x_i + half the tied weight) / (m n);
     cumulative negative weights in score order give those sums for all resamples in O(B (m + n)).
     """
-    m, n = w_pos.shape[1], w_neg.shape[1]
+    n = w_neg.shape[1]
     cumulative = np.zeros((w_neg.shape[0], n + 1))
     np.cumsum(w_neg[:, place.order], axis=1, out=cumulative[:, 1:])
     below = cumulative[:, place.below]
     tied = cumulative[:, place.not_above] - below
-    return np.einsum("bi,bi->b", w_pos, below + 0.5 * tied) / (m * n)
+    pairs = w_pos.sum(axis=1) * cumulative[:, -1]  # m n, unless whole patients were resampled
+    return np.einsum("bi,bi->b", w_pos, below + 0.5 * tied) / pairs
 
 
 def _multiplicities(rng: np.random.Generator, n_rows: int, size: int) -> np.ndarray:
@@ -423,6 +429,47 @@ def _multiplicities(rng: np.random.Generator, n_rows: int, size: int) -> np.ndar
     idx = rng.integers(0, size, size=(n_rows, size))
     flat = (idx + size * np.arange(n_rows)[:, None]).ravel()
     return np.bincount(flat, minlength=n_rows * size).reshape(n_rows, size).astype(float)
+
+
+@dataclass(frozen=True)
+class _Clusters:
+    """Cases grouped by patient, in two strata: patients with a positive image, and the rest.
+
+    Resampling whole patients within each stratum keeps every resample's AUC defined and, when
+    every patient has one image, draws exactly the case-level resamples (same streams, order).
+    """
+
+    code: np.ndarray  # per case: its patient's index, patients numbered by first appearance
+    with_positive: np.ndarray  # patient indices, in order of first appearance
+    without_positive: np.ndarray
+
+    @classmethod
+    def of(cls, clusters: object, labels: np.ndarray) -> _Clusters:
+        keys = np.asarray(clusters)
+        if keys.shape != labels.shape:
+            raise ValueError(f"clusters must have shape {labels.shape}; got {keys.shape}.")
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        rank = np.empty(first.size, dtype=np.int64)
+        rank[np.argsort(first, kind="stable")] = np.arange(first.size)
+        code = rank[inverse.ravel()]
+        has_positive = np.zeros(first.size, dtype=bool)
+        has_positive[code[labels == 1]] = True
+        return cls(code, np.flatnonzero(has_positive), np.flatnonzero(~has_positive))
+
+    @property
+    def n_patients(self) -> int:
+        return int(self.with_positive.size + self.without_positive.size)
+
+    def case_weights(
+        self, pos_rng: np.random.Generator, neg_rng: np.random.Generator, rows: int
+    ) -> np.ndarray:
+        patients = np.zeros((rows, self.n_patients))
+        patients[:, self.with_positive] = _multiplicities(pos_rng, rows, self.with_positive.size)
+        if self.without_positive.size:
+            patients[:, self.without_positive] = _multiplicities(
+                neg_rng, rows, self.without_positive.size
+            )
+        return patients[:, self.code]
 
 
 def _level_gaps(
@@ -486,8 +533,14 @@ def bootstrap_shortcut_gap(
     seed: int = 0,
     confidence: float = 0.95,
     weights: object = None,
+    clusters: object = None,
 ) -> GapEstimate:
     """Estimate the shortcut gap S and its stratified, paired percentile-bootstrap CI.
+
+    ``clusters`` (n,) names each case's patient: images of one patient are alike, so they are
+    resampled together (patients with a positive image and the others as two strata); without
+    it every case is its own unit, which makes the interval too narrow when patients have
+    several images.
 
     ``weights`` (L,) combine the per-level gaps; the default, equal weights summing to one, is the
     mean S. Other contrasts reuse the same resamples, e.g. the baseline-adjusted gap (the mean over
@@ -516,15 +569,17 @@ def bootstrap_shortcut_gap(
     ]
     point = _level_gaps(places, np.ones((1, m)), np.ones((1, n)))[0]
     pos_rng, neg_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    grouped = None if clusters is None else _Clusters.of(clusters, labels)
     chunk = max(1, _CHUNK_ELEMENTS // (m + n))
     blocks = []
     for start in range(0, n_resamples, chunk):
         rows = min(chunk, n_resamples - start)
-        blocks.append(
-            _level_gaps(
-                places, _multiplicities(pos_rng, rows, m), _multiplicities(neg_rng, rows, n)
-            )
-        )
+        if grouped is None:
+            w_pos, w_neg = _multiplicities(pos_rng, rows, m), _multiplicities(neg_rng, rows, n)
+        else:
+            w_case = grouped.case_weights(pos_rng, neg_rng, rows)
+            w_pos, w_neg = w_case[:, pos], w_case[:, neg]
+        blocks.append(_level_gaps(places, w_pos, w_neg))
     by_level = np.vstack(blocks)
     combine = _combiner(weights, len(places))
     samples = combine(by_level)
@@ -544,4 +599,6 @@ def bootstrap_shortcut_gap(
         per_level_ci_low=tuple(float(v) for v in level_low),
         per_level_ci_high=tuple(float(v) for v in level_high),
         samples=samples,
+        method=BOOTSTRAP_METHOD if grouped is None else CLUSTER_BOOTSTRAP_METHOD,
+        n_patients=None if grouped is None else grouped.n_patients,
     )

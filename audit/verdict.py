@@ -107,6 +107,7 @@ class GapInput:
     user_scores: np.ndarray
     reference_scores: np.ndarray
     user_ood_auc_by_level: np.ndarray
+    clusters: np.ndarray | None = None  # (n,) each case's patient: its images resample together
 
     def __post_init__(self) -> None:
         levels = np.asarray(self.levels, dtype=float)
@@ -197,6 +198,7 @@ def _estimate(name: str, gap: GapInput, thresholds: Thresholds) -> tuple[GapEsti
         n_resamples=thresholds.n_resamples,
         seed=thresholds.seed,
         confidence=1.0 - thresholds.alpha,
+        clusters=gap.clusters,
     )
     return estimate, tuple(float(v) for v in gap.levels[rows])
 
@@ -222,7 +224,7 @@ def baseline_adjusted_gap(
     estimate = bootstrap_shortcut_gap(
         gap.y_true, gap.user_scores[picked], gap.reference_scores[picked],
         n_resamples=thresholds.n_resamples, seed=thresholds.seed,
-        confidence=1.0 - thresholds.alpha, weights=weights,
+        confidence=1.0 - thresholds.alpha, weights=weights, clusters=gap.clusters,
     )  # fmt: skip
     return estimate, float(gap.levels[baseline])
 

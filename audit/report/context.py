@@ -188,6 +188,7 @@ def verdict_rows(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             "seed": fmt_value(gap.get("seed")),
             "n_positive": fmt_value(gap.get("n_positive")),
             "n_negative": fmt_value(gap.get("n_negative")),
+            "n_patients": fmt_value(gap.get("n_patients")) if gap.get("n_patients") else None,
             "reason": row.get("reason", ""),
             "adjusted": _adjusted_gap(row.get("gap_baseline_adjusted")),
         }
