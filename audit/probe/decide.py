@@ -34,9 +34,10 @@ from audit.verdict import overall_verdict
 
 NOT_GATED = "not-gated"
 CI_NOTE = (
-    "Intervals are marginal two-sided (1 - alpha): mean shift by a label-stratified paired "
-    "percentile bootstrap over images, flip rate exact (Clopper-Pearson); verdicts use p-values "
-    "on the two-sided scale, Holm-adjusted across the gated confounders."
+    "Intervals are marginal two-sided (1 - alpha): mean shift by a paired percentile bootstrap "
+    "that resamples whole patients (all of a patient's images together), flip rate exact "
+    "(Clopper-Pearson, on the effective sample size when patients have several images); verdicts "
+    "use p-values on the two-sided scale, Holm-adjusted across the gated confounders."
 )
 
 

@@ -26,7 +26,15 @@ from scipy.stats import beta, norm, rankdata
 from audit.stats import delong_test
 
 BOOTSTRAP = "label-stratified paired percentile bootstrap over images"
+CLUSTER_BOOTSTRAP = (
+    "paired percentile bootstrap over patients (all of a patient's images together), stratified "
+    "by whether the patient has a positive image"
+)
 EXACT = "exact binomial (Clopper-Pearson)"
+EXACT_EFFECTIVE = (
+    "exact binomial (Clopper-Pearson) on the effective sample size of images clustered by "
+    "patient (Korn-Graubard)"
+)
 _CHUNK_ELEMENTS = 4_000_000
 
 
@@ -71,25 +79,74 @@ def mean_shift(
     n_resamples: int,
     seed: int,
     confidence: float,
+    clusters: np.ndarray | None = None,
 ) -> ShiftEstimate:
-    """Resample images within each label, so every resample keeps the class mix of the data."""
+    """Resample images within each label, so every resample keeps the class mix of the data.
+
+    With ``clusters`` (each image's patient) whole patients are resampled instead, within two
+    strata (patients with a positive image, the rest): a patient's images are alike, so counting
+    them as independent would make the interval too narrow. One image per patient resamples
+    exactly as without clusters.
+    """
     diff = np.asarray(confounded, dtype=float) - np.asarray(clean, dtype=float)
+    units = _units(np.asarray(y_true), clusters)
     rng = np.random.default_rng(seed)
-    totals = np.zeros(n_resamples)
-    for label in np.unique(y_true):
-        group = diff[y_true == label]
-        rows = max(1, _CHUNK_ELEMENTS // group.size)
+    totals, counts = np.zeros(n_resamples), np.zeros(n_resamples)
+    for members in units.strata:
+        sums = np.bincount(members.code, weights=diff[members.images], minlength=members.size)
+        sizes = np.bincount(members.code, minlength=members.size).astype(float)
+        rows = max(1, _CHUNK_ELEMENTS // members.size)
         for start in range(0, n_resamples, rows):
             stop = min(n_resamples, start + rows)
-            picks = rng.integers(0, group.size, size=(stop - start, group.size))
-            totals[start:stop] += group[picks].sum(axis=1)
-    samples = totals / diff.size
+            picks = rng.integers(0, members.size, size=(stop - start, members.size))
+            totals[start:stop] += sums[picks].sum(axis=1)
+            counts[start:stop] += sizes[picks].sum(axis=1)
+    samples = totals / counts
     samples.setflags(write=False)
     low, high = percentile_bounds(samples, confidence)
     return ShiftEstimate(
         float(diff.mean()), low, high, confidence, n_resamples, seed,
         float(np.abs(diff).mean()), samples,
+        BOOTSTRAP if units.singletons else CLUSTER_BOOTSTRAP,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Stratum:
+    images: np.ndarray  # image indices of the stratum, in order
+    code: np.ndarray  # per image: its patient's index within the stratum (first appearance)
+    size: int  # patients in the stratum
+
+
+@dataclass(frozen=True)
+class _Units:
+    strata: tuple[_Stratum, ...]
+    singletons: bool  # every patient has one image: the plain image bootstrap
+
+
+def _units(y_true: np.ndarray, clusters: np.ndarray | None) -> _Units:
+    """Resampling units: images by label, or patients by "has a positive image"."""
+    if clusters is None:
+        keys = np.arange(y_true.size)
+    else:
+        keys = np.asarray(clusters)
+        if keys.shape != y_true.shape:
+            raise ValueError(f"clusters must have shape {y_true.shape}; got {keys.shape}")
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    patient = inverse.ravel()
+    has_positive = np.zeros(first.size, dtype=bool)
+    has_positive[patient[y_true == 1]] = True
+    strata = []
+    for flag in (False, True):  # negatives first, as the image bootstrap takes label 0 first
+        images = np.flatnonzero(has_positive[patient] == flag)
+        if images.size == 0:
+            continue
+        _, local = np.unique(patient[images], return_inverse=True)
+        order = np.argsort(first[np.unique(patient[images])], kind="stable")
+        rank = np.empty(order.size, dtype=np.int64)
+        rank[order] = np.arange(order.size)
+        strata.append(_Stratum(images, rank[local.ravel()], int(order.size)))
+    return _Units(tuple(strata), bool(first.size == y_true.size))
 
 
 def percentile_bounds(samples: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -103,7 +160,13 @@ def percentile_bounds(samples: np.ndarray, confidence: float) -> tuple[float, fl
 
 @dataclass(frozen=True)
 class FlipRate:
-    """Decisions (``score >= threshold``) that differ between the clean and confounded image."""
+    """Decisions (``score >= threshold``) that differ between the clean and confounded image.
+
+    Images of one patient are not independent: with several per patient the exact interval and
+    p-values use the effective sample size ``n_effective`` (Korn and Graubard: n over the design
+    effect of the clustering, never more than n) and ``k_effective`` = rate x n_effective. With one
+    image per patient both are the plain counts.
+    """
 
     n: int
     n_flipped: int
@@ -113,22 +176,30 @@ class FlipRate:
     ci_high: float
     confidence: float
     method: str = EXACT
+    n_effective: float | None = None
+    n_patients: int | None = None
 
     @property
     def estimate(self) -> float:
         return self.n_flipped / self.n
 
+    def _counts(self) -> tuple[float, float]:
+        n = float(self.n_effective if self.n_effective is not None else self.n)
+        return self.estimate * n if self.n_effective is not None else self.n_flipped, n
+
     def p_above(self, rate: float) -> float:
         """One-sided exact p for "the flip rate exceeds ``rate``": P(X >= k | rate)."""
-        if self.n_flipped == 0:
+        k, n = self._counts()
+        if k <= 0:
             return 1.0
-        return float(beta.cdf(rate, self.n_flipped, self.n - self.n_flipped + 1))
+        return float(beta.cdf(rate, k, n - k + 1))
 
     def p_below(self, rate: float) -> float:
         """One-sided exact p for "the flip rate is below ``rate``": P(X <= k | rate)."""
-        if self.n_flipped == self.n:
+        k, n = self._counts()
+        if k >= n:
             return 1.0
-        return float(beta.sf(rate, self.n_flipped + 1, self.n - self.n_flipped))
+        return float(beta.sf(rate, k + 1, n - k))
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -141,20 +212,56 @@ class FlipRate:
             "ci_high": self.ci_high,
             "confidence": self.confidence,
             "method": self.method,
+            "n_effective": self.n_effective,
+            "n_patients": self.n_patients,
         }
 
 
 def flip_rate(
-    clean: np.ndarray, confounded: np.ndarray, threshold: float, confidence: float
+    clean: np.ndarray,
+    confounded: np.ndarray,
+    threshold: float,
+    confidence: float,
+    clusters: np.ndarray | None = None,
 ) -> FlipRate:
     before, after = clean >= threshold, confounded >= threshold
-    n, k = int(before.size), int(np.sum(before != after))
+    flipped = before != after
+    n, k = int(before.size), int(np.sum(flipped))
+    n_eff, n_patients = _effective_size(flipped, clusters)
+    k_eff, n_used = (k, float(n)) if n_eff is None else (k / n * n_eff, n_eff)
     tail = (1.0 - confidence) / 2.0
-    low = 0.0 if k == 0 else float(beta.ppf(tail, k, n - k + 1))
-    high = 1.0 if k == n else float(beta.ppf(1.0 - tail, k + 1, n - k))
+    low = 0.0 if k == 0 else float(beta.ppf(tail, k_eff, n_used - k_eff + 1))
+    high = 1.0 if k == n else float(beta.ppf(1.0 - tail, k_eff + 1, n_used - k_eff))
     return FlipRate(
-        n, k, int(np.sum(after & ~before)), int(np.sum(before & ~after)), low, high, confidence
-    )
+        n, k, int(np.sum(after & ~before)), int(np.sum(before & ~after)), low, high, confidence,
+        EXACT if n_eff is None else EXACT_EFFECTIVE, n_eff, n_patients,
+    )  # fmt: skip
+
+
+def _effective_size(
+    flipped: np.ndarray, clusters: np.ndarray | None
+) -> tuple[float | None, int | None]:
+    """Korn-Graubard effective sample size for a proportion over clustered images; None when
+    every patient has one image (the plain exact interval applies as it is)."""
+    if clusters is None:
+        return None, None
+    keys = np.asarray(clusters)
+    if keys.shape != flipped.shape:
+        raise ValueError(f"clusters must have shape {flipped.shape}; got {keys.shape}")
+    _, patient = np.unique(keys, return_inverse=True)
+    patient = patient.ravel()
+    n_patients = int(patient.max()) + 1 if patient.size else 0
+    if n_patients == flipped.size:
+        return None, n_patients
+    n, rate = flipped.size, float(flipped.mean())
+    if rate in (0.0, 1.0):
+        return float(n), n_patients  # no variance to estimate: the design effect is taken as 1
+    totals = np.bincount(patient, weights=flipped.astype(float))
+    sizes = np.bincount(patient).astype(float)
+    variance = float(np.sum((totals - rate * sizes) ** 2)) / n**2  # ratio estimator, by patient
+    if variance <= 0.0:
+        return float(n), n_patients
+    return float(min(n, rate * (1.0 - rate) / variance)), n_patients
 
 
 def auc_change(y_true: np.ndarray, clean: np.ndarray, confounded: np.ndarray) -> dict | None:

@@ -182,6 +182,7 @@ def run_probe(request: ProbeRequest, progress: Callable[[str], None] | None = No
                 row["placebo"] = compare_with_placebo(
                     y, *scores, placebo, threshold, n_resamples=t.n_resamples, seed=t.seed,
                     confidence=1.0 - t.alpha, change_kept=make.change_kept,
+                    clusters=cohort.patients[idx],
                 ).to_dict()  # fmt: skip
         rows.append(row)
         if gate is not None:
@@ -258,9 +259,10 @@ def _pixel_row(
     t = request.thresholds
     baseline, confounded = scores
     confidence = 1.0 - t.alpha
+    patients = request.cohort.patients[request.selection.indices]
     shift = mean_shift(y, baseline, confounded, n_resamples=t.n_resamples, seed=t.seed,
-                       confidence=confidence)  # fmt: skip
-    flips = flip_rate(baseline, confounded, threshold, confidence)
+                       confidence=confidence, clusters=patients)  # fmt: skip
+    flips = flip_rate(baseline, confounded, threshold, confidence, clusters=patients)
     case_ids = [request.cohort.cases[i].case_id for i in request.selection.indices]
     row = {
         **_describe(conf),

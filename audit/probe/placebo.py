@@ -26,7 +26,7 @@ from audit.probe.measures import FlipRate, ShiftEstimate, flip_rate, mean_shift
 
 METHOD = (
     "placebo: the confounder's own pixel changes, each image's moved to random positions "
-    "(seeded per image); excess flip rate by the label-stratified paired bootstrap, its p-value "
+    "(seeded per image); excess flip rate by the paired bootstrap of the shift, its p-value "
     "by McNemar's exact test on the images that flip under one of the two only"
 )
 _STREAM = 7_919  # keeps the placebo's random positions apart from the confounder's own draws
@@ -114,11 +114,11 @@ class PlaceboComparison:
             "flip_rate": self.flips.to_dict(),
             "excess_flip_rate": {
                 **self.excess.to_dict(),
-                "method": "label-stratified paired bootstrap over images",
                 "only_confounder": self.only_confounder,
                 "only_placebo": self.only_placebo,
                 "p_value": self.p_value,
-                "p_method": "McNemar exact (two-sided binomial on discordant images)",
+                "p_method": "McNemar exact (two-sided binomial on discordant images; it counts "
+                "images as independent, the interval does not)",
             },
             "finding": self.finding(),
         }
@@ -135,23 +135,26 @@ def compare_with_placebo(
     seed: int,
     confidence: float,
     change_kept: float | None,
+    clusters: np.ndarray | None = None,
 ) -> PlaceboComparison:
-    """Scores of the same images: baseline, with the confounder, with its placebo."""
+    """Scores of the same images: baseline, with the confounder, with its placebo; ``clusters``
+    (each image's patient) makes the intervals resample whole patients."""
     shift = mean_shift(
-        y_true, baseline, placebo, n_resamples=n_resamples, seed=seed, confidence=confidence
-    )
+        y_true, baseline, placebo, n_resamples=n_resamples, seed=seed, confidence=confidence,
+        clusters=clusters,
+    )  # fmt: skip
     before = baseline >= threshold
     by_confounder = (confounded >= threshold) != before
     by_placebo = (placebo >= threshold) != before
     excess = mean_shift(
         y_true, by_placebo.astype(float), by_confounder.astype(float),
-        n_resamples=n_resamples, seed=seed, confidence=confidence,
+        n_resamples=n_resamples, seed=seed, confidence=confidence, clusters=clusters,
     )  # fmt: skip
     only_confounder = int(np.sum(by_confounder & ~by_placebo))
     only_placebo = int(np.sum(by_placebo & ~by_confounder))
     discordant = only_confounder + only_placebo
     p_value = binomtest(only_confounder, discordant, 0.5).pvalue if discordant else 1.0
     return PlaceboComparison(
-        shift, flip_rate(baseline, placebo, threshold, confidence), excess,
+        shift, flip_rate(baseline, placebo, threshold, confidence, clusters), excess,
         only_confounder, only_placebo, float(p_value), change_kept,
     )  # fmt: skip
