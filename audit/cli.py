@@ -159,10 +159,21 @@ def _protocol_options(parser: argparse.ArgumentParser) -> None:
     )
     gate.add_argument(
         "--inconclusive-exit",
-        type=int,
+        type=exit_status,
         default=3,
         help="exit code for an inconclusive verdict (default 3; set 1 to fail CI on it)",
     )
+
+
+def exit_status(text: str) -> int:
+    """An exit code a shell can report: 0 to 255 (argparse turns the error into one line)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= 255:
+        raise argparse.ArgumentTypeError(f"{value} is not an exit code: use 0 to 255")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -516,7 +527,7 @@ def _probe_parser(sub: argparse._SubParsersAction) -> None:
     gate.add_argument("--alpha", type=float, default=0.05, help="family-wise error rate")
     gate.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     gate.add_argument(
-        "--inconclusive-exit", type=int, default=3,
+        "--inconclusive-exit", type=exit_status, default=3,
         help="exit code for an inconclusive verdict (default 3; set 1 to fail CI on it)",
     )  # fmt: skip
     run = probe.add_argument_group("run")

@@ -7,6 +7,7 @@ never be re-decided after the numbers are in.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -72,8 +73,23 @@ class Settings:
     train: TrainSettings = field(default_factory=TrainSettings)
 
     def __post_init__(self) -> None:
-        if not self.levels or any(not 0.0 <= lv <= 1.0 for lv in self.levels):
+        """Every setting is checked here, before any image is decoded or any run trains."""
+        if not self.levels or any(not _number(lv) or not 0.0 <= lv <= 1.0 for lv in self.levels):
             raise UsageError(f"levels={list(self.levels)} must be fractions between 0 and 1")
+        if len(set(self.levels)) != len(self.levels):
+            raise UsageError(f"levels={list(self.levels)} holds a level twice")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise UsageError(f"seed={self.seed!r} must be a whole number >= 0")
+        if not _number(self.margin) or not 0.0 <= self.margin < 1.0:
+            raise UsageError(f"margin={self.margin!r} must be an AUC difference in [0, 1)")
+        if not isinstance(self.n_resamples, int) or self.n_resamples < 1:
+            raise UsageError(f"resamples={self.n_resamples!r} must be a whole number >= 1")
+        for name, params in self.confounder_params.items():
+            if not isinstance(params, Mapping):
+                raise UsageError(
+                    f"confounder_params.{name} must be a table of parameters, e.g. "
+                    f"[confounder_params.{name}] in the settings file; got {params!r}"
+                )
         if self.folds < 1:
             raise UsageError(f"folds={self.folds} must be at least 1")
         if not 0.0 < self.val_fraction < 0.5 or not 0.0 < self.test_fraction < 0.5:
@@ -84,6 +100,11 @@ class Settings:
             raise UsageError(
                 f"counted_levels={list(self.counted_levels)} must be a subset of levels={list(self.levels)}"
             )
+
+
+def _number(value: object) -> bool:
+    """A real, finite number (not a bool, a string or NaN)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def find_config_file(start: Path) -> Path | None:
@@ -131,7 +152,10 @@ def build_settings(
             elif key == "confounder_params" and isinstance(value, Mapping):
                 params = merged.setdefault("confounder_params", {})
                 for name, table in value.items():
-                    params.setdefault(name, {}).update(table)
+                    if isinstance(table, Mapping) and isinstance(params.get(name, {}), Mapping):
+                        params.setdefault(name, {}).update(table)
+                    else:  # not a table: Settings names it
+                        params[name] = table
             else:
                 merged[key] = value
     train = _coerce(TrainSettings, merged.pop("train", {}), "train")
@@ -162,7 +186,11 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise UsageError(f"setting {key!r} must be a list, got {value!r}")
-        return tuple(float(v) if args and args[0] is float else v for v in value)
+        if args and args[0] is float:
+            if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+                raise UsageError(f"setting {key!r} must be a list of numbers, got {value!r}")
+            return tuple(float(v) for v in value)
+        return tuple(value)
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if hint in (int, float, bool, str) and not isinstance(value, hint):

@@ -77,3 +77,30 @@ def test_broken_toml_is_a_usage_error(tmp_path: Path) -> None:
     path.write_text("folds = = 3\n")
     with pytest.raises(UsageError, match="not valid TOML"):
         read_config_table(path)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"levels": [0, 0, 1]}, "holds a level twice"),
+        ({"levels": ["a", 1]}, "'levels' must be a list of numbers"),
+        ({"levels": [0, float("nan")]}, "must be fractions"),
+        ({"margin": 1.5}, r"margin=1.5 must be an AUC difference in \[0, 1\)"),
+        ({"margin": float("nan")}, "margin=nan"),
+        ({"n_resamples": 0}, "resamples=0 must be a whole number >= 1"),
+        ({"seed": -1}, "seed=-1 must be a whole number >= 0"),
+        ({"confounder_params": {"tag": 3}}, r"confounder_params.tag must be a table"),
+    ],
+)
+def test_every_bad_setting_fails_before_any_run(values, message) -> None:
+    """Checked when the settings are built: never after the fine-tuning, as an internal error."""
+    with pytest.raises(UsageError, match=message):
+        build_settings(values)
+
+
+def test_the_inconclusive_exit_code_is_checked_when_the_flags_are_read(capsys) -> None:
+    from audit import cli
+
+    assert cli.main(["probe", "m.onnx", "--modality", "cxr", "--synthetic",
+                     "--inconclusive-exit", "300"]) == 2  # fmt: skip
+    assert "300 is not an exit code: use 0 to 255" in capsys.readouterr().err
