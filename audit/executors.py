@@ -61,12 +61,18 @@ def run_cells_in_processes(
         initargs=(inputs, device_queue, threads_per_worker(devices)),
     ) as pool:  # fmt: skip
         futures = {pool.submit(_work, cell): cell for cell in cells}
-        for future in as_completed(futures):
-            try:
-                items = future.result()
-            except BrokenProcessPool as exc:
-                items = [
-                    RunFailure(spec.key, f"worker process died: {exc}") for spec in futures[future]
-                ]
-            for item in items:
-                record(item)
+        try:
+            for future in as_completed(futures):
+                try:
+                    items = future.result()
+                except BrokenProcessPool as exc:
+                    why = f"worker process died: {exc}"
+                    items = [RunFailure(spec.key, why) for spec in futures[future]]
+                except Exception as exc:  # noqa: BLE001 - one cell's error fails its runs only
+                    why = f"{type(exc).__name__}: {exc}"
+                    items = [RunFailure(spec.key, why) for spec in futures[future]]
+                for item in items:
+                    record(item)
+        except BaseException:  # interrupted: queued cells never start; finished runs are kept
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise

@@ -13,12 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from audit.confounders import Confounder, apply_confounder
 from audit.data.cases import Cohort
-from audit.errors import UsageError
+from audit.errors import MedauditError, UsageError
 from audit.hashing import canonical, content_hash
 from audit.models.architectures import Backbone
 from audit.plan import RunSpec, cell_sets
@@ -131,17 +130,27 @@ def run_cell(
     built once per confounder, not once per cell."""
     set_determinism(specs[0].train.deterministic)  # worker processes start without the setting
     builder = builder or CellBuilder(inputs, specs[0].train.input_size, device)
+    # Any error fails its own runs only, recorded with its reason: the other cells go on, and
+    # the audit reports what is missing instead of losing every finished run to one exception.
     try:
         cell_data = builder.build(*specs[0].cell)
-    except (RuntimeError, ValueError) as exc:
-        return [RunFailure(spec.key, f"building the data failed: {exc}") for spec in specs]
+    except Exception as exc:  # noqa: BLE001
+        why = f"building the data failed: {_reason(exc)}"
+        return [RunFailure(spec.key, why) for spec in specs]
     outputs: list[RunResult | RunFailure] = []
     for spec in specs:
         try:
             outputs.append(fine_tune(spec, inputs.backbones[spec.role], cell_data, device))
-        except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
-            outputs.append(RunFailure(spec.key, str(exc)))
+        except Exception as exc:  # noqa: BLE001
+            outputs.append(RunFailure(spec.key, _reason(exc)))
     return outputs
+
+
+def _reason(exc: Exception) -> str:
+    """The message, prefixed with the type where the type says something (not for our own)."""
+    if isinstance(exc, MedauditError | RuntimeError | ValueError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def group_by_cell(specs: Sequence[RunSpec]) -> list[list[RunSpec]]:
