@@ -7,6 +7,7 @@ changed model, data set, parameter or protocol can never reuse a stale result.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 from audit.config import INPUT_SCHEMES, Settings, TrainSettings
 from audit.confounders import Confounder
 from audit.data.cases import Cohort
-from audit.hashing import content_hash
+from audit.hashing import canonical, content_hash
 from audit.splits import (
     PatientSplit,
     SampleSet,
@@ -60,10 +61,14 @@ class RunSpec:
     seed: int
     train: TrainSettings
     protocol: str = PROTOCOL_VERSION
+    confounder_code: str = ""  # a plugin confounder's code hash; "" for medaudit's own
 
     @property
     def key(self) -> str:
-        return content_hash(self, length=24)
+        record = canonical(self)
+        if not self.confounder_code:  # medaudit's own confounders: keys as they always were
+            del record["confounder_code"]
+        return content_hash(record, length=24)
 
     @property
     def cell(self) -> tuple[str, float, int]:
@@ -101,8 +106,9 @@ def build_runs(
 ) -> tuple[RunSpec, ...]:
     """The full grid, ordered so the runs of one cell follow each other (confound once per cell)."""
     specs = []
-    for name, (_conf, params) in confounders.items():
+    for name, (conf, params) in confounders.items():
         frozen_params = tuple(sorted(params.items()))
+        code = confounder_code(conf)
         for level in settings.levels:
             split = splits.get(name, level)
             split_hash = split.content_hash()
@@ -121,9 +127,29 @@ def build_runs(
                             fold=fold,
                             seed=run_seed(settings.seed, name, level, fold),
                             train=effective_train(settings.train, model),
+                            confounder_code=code,
                         )
                     )
     return tuple(specs)
+
+
+def confounder_code(conf: Confounder) -> str:
+    """A plugin confounder's identity beyond its name: the source of the modules its functions
+    live in, so editing the plugin (or another plugin of the same name) never reuses a run made
+    by the old code. "" for medaudit's own confounders, which the protocol version covers."""
+    functions = [fn for fn in (conf.apply, conf.baseline, conf.check) if fn is not None]
+    if all(getattr(fn, "__module__", "").startswith("audit.") for fn in functions):
+        return ""
+    parts = []
+    for fn in functions:
+        module = inspect.getmodule(fn)
+        try:
+            parts.append(inspect.getsource(module) if module else inspect.getsource(fn))
+        except (OSError, TypeError):  # no source file (e.g. defined interactively): its bytecode
+            code = getattr(fn, "__code__", None)
+            parts.append(f"{fn!r}:{code.co_code.hex() if code else ''}")
+        parts.append(getattr(fn, "__qualname__", repr(fn)))
+    return content_hash(parts, length=16)
 
 
 def attribute_masks(cohort: Cohort, confounder: Confounder) -> tuple[np.ndarray, np.ndarray]:

@@ -372,3 +372,19 @@ def test_a_broken_entry_point_is_named_in_the_error(fresh_registry, monkeypatch)
     monkeypatch.setattr(registry_module, "entry_points", lambda group: [point])
     with pytest.raises(UsageError, match="entry point 'ghost'.*failed to load"):
         available_confounders()
+
+
+def test_a_plugin_confounder_is_identified_by_its_code(plugin_module, tmp_path):
+    """Editing a plugin (or swapping in another of the same name) never reuses an old run."""
+    import importlib
+
+    from audit.plan import confounder_code
+
+    assert confounder_code(get_confounder("tag")) == ""  # medaudit's own: the protocol covers it
+    first = confounder_code(load_plugin(f"{plugin_module}:make_invert"))
+    assert len(first) == 16
+    source = tmp_path / f"{plugin_module}.py"
+    source.write_text(PLUGIN_SOURCE.replace("255 - image", "254 - image"))
+    importlib.reload(sys.modules[plugin_module])
+    edited = confounder_code(load_plugin(f"{plugin_module}:make_invert"))
+    assert edited != first
