@@ -58,3 +58,25 @@ def test_no_flip_keeps_the_exact_interval_on_all_images() -> None:
     none = flip_rate(clean, clean, 0.5, 0.95, clusters=patients)
     assert none.n_flipped == 0 and none.n_effective == 40 and none.ci_low == 0.0
     assert none.ci_high == pytest.approx(flip_rate(clean, clean, 0.5, 0.95).ci_high)
+
+
+def test_the_auc_variance_of_copied_patients_is_the_original_one() -> None:
+    from audit.probe.measures import auc_with_variance, subgroup_comparison
+
+    rng = np.random.default_rng(4)
+    y = (np.arange(80) % 2).astype(int)
+    scores = rng.normal(size=80) + 0.8 * y
+    auc, variance = auc_with_variance(y, scores)
+    copies = 4
+    y4, s4, patients = np.tile(y, copies), np.tile(scores, copies), np.tile(np.arange(80), copies)
+    auc4, naive = auc_with_variance(y4, s4)
+    auc4c, clustered = auc_with_variance(y4, s4, patients)
+    assert auc4 == auc4c == pytest.approx(auc)
+    assert naive == pytest.approx(variance / copies, rel=0.05)  # falsely four times as sure
+    assert clustered == pytest.approx(variance, rel=0.05)  # Obuchowski: as sure as the data
+    sexes = np.where(np.tile(np.arange(80) % 4 < 2, copies), "F", "M")
+    _, gap = subgroup_comparison(y4, s4, sexes, 0.95, patients)
+    _, naive_gap = subgroup_comparison(y4, s4, sexes, 0.95)
+    assert "Obuchowski" in gap.method and gap.se == pytest.approx(2 * naive_gap.se, rel=0.1)
+    # one image per patient: DeLong's variance exactly
+    assert auc_with_variance(y, scores, np.arange(80)) == (auc, variance)

@@ -16,6 +16,7 @@ within each class, which keeps a difference in prevalence from passing for a dif
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,10 @@ CLUSTER_BOOTSTRAP = (
     "by whether the patient has a positive image"
 )
 EXACT = "exact binomial (Clopper-Pearson)"
+CLUSTERED_GAP = (
+    "difference of independent AUCs, Obuchowski's clustered DeLong variances (images grouped by "
+    "patient), normal interval"
+)
 EXACT_EFFECTIVE = (
     "exact binomial (Clopper-Pearson) on the effective sample size of images clustered by "
     "patient (Korn-Graubard)"
@@ -305,16 +310,49 @@ def worst_cases(
     ]
 
 
-def auc_with_variance(y_true: np.ndarray, scores: np.ndarray) -> tuple[float, float] | None:
-    """AUC and DeLong's variance of it (midranks); None with fewer than 2 images of a class."""
-    pos, neg = scores[y_true == 1], scores[y_true == 0]
+def auc_with_variance(
+    y_true: np.ndarray, scores: np.ndarray, clusters: np.ndarray | None = None
+) -> tuple[float, float] | None:
+    """AUC and DeLong's variance of it (midranks); None with fewer than 2 images of a class.
+
+    With ``clusters`` (each image's patient) and some patient holding several images, the
+    variance is Obuchowski's (1997) for clustered data: the same placement values, summed per
+    patient, so images of one patient count as one unit of evidence, not several.
+    """
+    is_pos = y_true == 1
+    pos, neg = scores[is_pos], scores[~is_pos]
     m, n = pos.size, neg.size
     if min(m, n) < 2:
         return None
     combined = rankdata(np.concatenate([pos, neg]))
     v10 = (combined[:m] - rankdata(pos)) / n
     v01 = 1.0 - (combined[m:] - rankdata(neg)) / m
-    return float(v10.mean()), float(np.var(v10, ddof=1) / m + np.var(v01, ddof=1) / n)
+    auc = float(v10.mean())
+    if clusters is not None:
+        _, patient = np.unique(np.asarray(clusters), return_inverse=True)
+        patient = patient.ravel()
+        if patient.max() + 1 < patient.size:
+            return auc, _obuchowski_variance(auc, v10, v01, patient[is_pos], patient[~is_pos])
+    return auc, float(np.var(v10, ddof=1) / m + np.var(v01, ddof=1) / n)
+
+
+def _obuchowski_variance(
+    auc: float, v10: np.ndarray, v01: np.ndarray, pos_patient: np.ndarray, neg_patient: np.ndarray
+) -> float:
+    """Variance of the AUC from per-patient sums of placement values (Obuchowski 1997, eq. 3)."""
+    n_patients = int(max(pos_patient.max(), neg_patient.max())) + 1
+    if n_patients < 2:
+        return float("nan")
+    m, n = v10.size, v01.size
+    x = np.bincount(pos_patient, weights=v10, minlength=n_patients)
+    y = np.bincount(neg_patient, weights=v01, minlength=n_patients)
+    dx = x - auc * np.bincount(pos_patient, minlength=n_patients)
+    dy = y - auc * np.bincount(neg_patient, minlength=n_patients)
+    scale = n_patients / (n_patients - 1)
+    s10 = scale * float(dx @ dx) / m
+    s01 = scale * float(dy @ dy) / n
+    s11 = scale * float(dx @ dy)
+    return s10 / m + s01 / n + 2.0 * s11 / (m * n)
 
 
 @dataclass(frozen=True)
@@ -356,15 +394,24 @@ def _normal_tail(distance: float, se: float) -> float:
 
 
 def subgroup_comparison(
-    y_true: np.ndarray, scores: np.ndarray, sexes: np.ndarray, confidence: float
+    y_true: np.ndarray,
+    scores: np.ndarray,
+    sexes: np.ndarray,
+    confidence: float,
+    clusters: np.ndarray | None = None,
 ) -> tuple[dict[str, dict], SubgroupGap | None]:
-    """Per sex: counts, AUC, mean score per class; and the AUC gap F - M when both have one."""
+    """Per sex: counts, AUC, mean score per class; and the AUC gap F - M when both have one.
+    ``clusters`` (each image's patient) gives the clustered variance where patients have several
+    images (a patient has one sex, so the groups stay independent)."""
     groups: dict[str, dict] = {}
     aucs = {}
+    clustered = False
     for sex in ("F", "M"):
         members = sexes == sex
         y, s = y_true[members], scores[members]
-        found = auc_with_variance(y, s)
+        patients = None if clusters is None else np.asarray(clusters)[members]
+        clustered |= patients is not None and np.unique(patients).size < patients.size
+        found = auc_with_variance(y, s, patients)
         if found is not None:
             aucs[sex] = found
         groups[sex] = {
@@ -382,4 +429,7 @@ def subgroup_comparison(
     se = math.sqrt(aucs["F"][1] + aucs["M"][1])
     z = norm.ppf(0.5 + confidence / 2.0)
     p = float(min(1.0, 2.0 * _normal_tail(abs(diff), se))) if se > 0 else float(diff == 0)
-    return groups, SubgroupGap(diff, se, diff - z * se, diff + z * se, confidence, p)
+    gap = SubgroupGap(diff, se, diff - z * se, diff + z * se, confidence, p)
+    if clustered:
+        gap = dataclasses.replace(gap, method=CLUSTERED_GAP)
+    return groups, gap

@@ -291,7 +291,7 @@ def _sampling_row(
     t: ProbeThresholds,
 ) -> tuple[dict[str, Any], Evidence | None]:
     sexes = cohort.sexes[idx]
-    groups, gap = subgroup_comparison(y, clean, sexes, 1.0 - t.alpha)
+    groups, gap = subgroup_comparison(y, clean, sexes, 1.0 - t.alpha, cohort.patients[idx])
     gated = t.max_sex_auc_gap is not None
     row = {
         **_describe(conf),
