@@ -432,20 +432,23 @@ def _multiplicities(rng: np.random.Generator, n_rows: int, size: int) -> np.ndar
 
 
 @dataclass(frozen=True)
-class _Clusters:
-    """Cases grouped by patient, in two strata: patients with a positive image, and the rest.
+class PatientStrata:
+    """Resampling units: patients, in two strata (those with a positive image, the rest).
 
-    Resampling whole patients within each stratum keeps every resample's AUC defined and, when
-    every patient has one image, draws exactly the case-level resamples (same streams, order).
+    A patient's images are alike, so a bootstrap that treats them as independent draws makes its
+    interval too narrow; resampling whole patients does not. Within each stratum patients are
+    numbered by first appearance, so when every patient has one image the resamples are exactly
+    the label-stratified case resamples (same streams, same order).
     """
 
-    code: np.ndarray  # per case: its patient's index, patients numbered by first appearance
+    code: np.ndarray  # per case: its patient's index
     with_positive: np.ndarray  # patient indices, in order of first appearance
     without_positive: np.ndarray
 
     @classmethod
-    def of(cls, clusters: object, labels: np.ndarray) -> _Clusters:
-        keys = np.asarray(clusters)
+    def of(cls, labels: np.ndarray, clusters: object = None) -> PatientStrata:
+        """``clusters`` (n,) names each case's patient; None: every case is its own patient."""
+        keys = np.arange(labels.size) if clusters is None else np.asarray(clusters)
         if keys.shape != labels.shape:
             raise ValueError(f"clusters must have shape {labels.shape}; got {keys.shape}.")
         _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
@@ -460,16 +463,25 @@ class _Clusters:
     def n_patients(self) -> int:
         return int(self.with_positive.size + self.without_positive.size)
 
+    @property
+    def singletons(self) -> bool:
+        return self.n_patients == self.code.size
+
     def case_weights(
         self, pos_rng: np.random.Generator, neg_rng: np.random.Generator, rows: int
     ) -> np.ndarray:
+        """(rows, n) multiplicity of each case in ``rows`` resamples of whole patients."""
         patients = np.zeros((rows, self.n_patients))
-        patients[:, self.with_positive] = _multiplicities(pos_rng, rows, self.with_positive.size)
-        if self.without_positive.size:
-            patients[:, self.without_positive] = _multiplicities(
-                neg_rng, rows, self.without_positive.size
-            )
+        for stratum, rng in ((self.with_positive, pos_rng), (self.without_positive, neg_rng)):
+            if stratum.size:
+                patients[:, stratum] = _multiplicities(rng, rows, stratum.size)
         return patients[:, self.code]
+
+
+def paired_streams(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """The two seeded streams a bootstrap draws from: patients with a positive image, the rest."""
+    pos, neg = np.random.SeedSequence(seed).spawn(2)
+    return np.random.default_rng(pos), np.random.default_rng(neg)
 
 
 def _level_gaps(
@@ -568,18 +580,13 @@ def bootstrap_shortcut_gap(
         for u, r in zip(user, ref, strict=True)
     ]
     point = _level_gaps(places, np.ones((1, m)), np.ones((1, n)))[0]
-    pos_rng, neg_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    grouped = None if clusters is None else _Clusters.of(clusters, labels)
+    pos_rng, neg_rng = paired_streams(seed)
+    strata = PatientStrata.of(labels, clusters)
     chunk = max(1, _CHUNK_ELEMENTS // (m + n))
     blocks = []
     for start in range(0, n_resamples, chunk):
-        rows = min(chunk, n_resamples - start)
-        if grouped is None:
-            w_pos, w_neg = _multiplicities(pos_rng, rows, m), _multiplicities(neg_rng, rows, n)
-        else:
-            w_case = grouped.case_weights(pos_rng, neg_rng, rows)
-            w_pos, w_neg = w_case[:, pos], w_case[:, neg]
-        blocks.append(_level_gaps(places, w_pos, w_neg))
+        w_case = strata.case_weights(pos_rng, neg_rng, min(chunk, n_resamples - start))
+        blocks.append(_level_gaps(places, w_case[:, pos], w_case[:, neg]))
     by_level = np.vstack(blocks)
     combine = _combiner(weights, len(places))
     samples = combine(by_level)
@@ -599,6 +606,6 @@ def bootstrap_shortcut_gap(
         per_level_ci_low=tuple(float(v) for v in level_low),
         per_level_ci_high=tuple(float(v) for v in level_high),
         samples=samples,
-        method=BOOTSTRAP_METHOD if grouped is None else CLUSTER_BOOTSTRAP_METHOD,
-        n_patients=None if grouped is None else grouped.n_patients,
+        method=BOOTSTRAP_METHOD if strata.singletons else CLUSTER_BOOTSTRAP_METHOD,
+        n_patients=None if clusters is None else strata.n_patients,
     )

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.stats import beta, norm, rankdata
 
-from audit.stats import delong_test
+from audit.stats import PatientStrata, delong_test, paired_streams
 
 BOOTSTRAP = "label-stratified paired percentile bootstrap over images"
 CLUSTER_BOOTSTRAP = (
@@ -94,64 +94,21 @@ def mean_shift(
     exactly as without clusters.
     """
     diff = np.asarray(confounded, dtype=float) - np.asarray(clean, dtype=float)
-    units = _units(np.asarray(y_true), clusters)
-    rng = np.random.default_rng(seed)
-    totals, counts = np.zeros(n_resamples), np.zeros(n_resamples)
-    for members in units.strata:
-        sums = np.bincount(members.code, weights=diff[members.images], minlength=members.size)
-        sizes = np.bincount(members.code, minlength=members.size).astype(float)
-        rows = max(1, _CHUNK_ELEMENTS // members.size)
-        for start in range(0, n_resamples, rows):
-            stop = min(n_resamples, start + rows)
-            picks = rng.integers(0, members.size, size=(stop - start, members.size))
-            totals[start:stop] += sums[picks].sum(axis=1)
-            counts[start:stop] += sizes[picks].sum(axis=1)
-    samples = totals / counts
+    strata = PatientStrata.of(np.asarray(y_true), clusters)
+    pos_rng, neg_rng = paired_streams(seed)
+    samples = np.empty(n_resamples)
+    rows = max(1, _CHUNK_ELEMENTS // diff.size)
+    for start in range(0, n_resamples, rows):
+        stop = min(n_resamples, start + rows)
+        weights = strata.case_weights(pos_rng, neg_rng, stop - start)
+        samples[start:stop] = (weights @ diff) / weights.sum(axis=1)
     samples.setflags(write=False)
     low, high = percentile_bounds(samples, confidence)
     return ShiftEstimate(
         float(diff.mean()), low, high, confidence, n_resamples, seed,
         float(np.abs(diff).mean()), samples,
-        BOOTSTRAP if units.singletons else CLUSTER_BOOTSTRAP,
+        BOOTSTRAP if strata.singletons else CLUSTER_BOOTSTRAP,
     )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class _Stratum:
-    images: np.ndarray  # image indices of the stratum, in order
-    code: np.ndarray  # per image: its patient's index within the stratum (first appearance)
-    size: int  # patients in the stratum
-
-
-@dataclass(frozen=True)
-class _Units:
-    strata: tuple[_Stratum, ...]
-    singletons: bool  # every patient has one image: the plain image bootstrap
-
-
-def _units(y_true: np.ndarray, clusters: np.ndarray | None) -> _Units:
-    """Resampling units: images by label, or patients by "has a positive image"."""
-    if clusters is None:
-        keys = np.arange(y_true.size)
-    else:
-        keys = np.asarray(clusters)
-        if keys.shape != y_true.shape:
-            raise ValueError(f"clusters must have shape {y_true.shape}; got {keys.shape}")
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    patient = inverse.ravel()
-    has_positive = np.zeros(first.size, dtype=bool)
-    has_positive[patient[y_true == 1]] = True
-    strata = []
-    for flag in (False, True):  # negatives first, as the image bootstrap takes label 0 first
-        images = np.flatnonzero(has_positive[patient] == flag)
-        if images.size == 0:
-            continue
-        _, local = np.unique(patient[images], return_inverse=True)
-        order = np.argsort(first[np.unique(patient[images])], kind="stable")
-        rank = np.empty(order.size, dtype=np.int64)
-        rank[order] = np.arange(order.size)
-        strata.append(_Stratum(images, rank[local.ravel()], int(order.size)))
-    return _Units(tuple(strata), bool(first.size == y_true.size))
 
 
 def percentile_bounds(samples: np.ndarray, confidence: float) -> tuple[float, float]:
