@@ -220,8 +220,14 @@ def run_check(args: argparse.Namespace) -> int:
     models = [
         (
             ModelRef(
-                "user", user.arch, user.sha256, user.format, user.preprocessing, args.model.name
-            ),
+                "user",
+                user.arch,
+                user.sha256,
+                user.format,
+                user.preprocessing,
+                args.model.name,
+                {"trust_code": args.trust_code, "trust_pickle": args.trust_pickle},
+            ),  # fmt: skip
             user.backbone,
         ),
         (
@@ -232,6 +238,7 @@ def run_check(args: argparse.Namespace) -> int:
                 reference.format,
                 reference.preprocessing,
                 Path(reference_path).name,
+                {"trust_code": False, "trust_pickle": False},  # a reference never runs code
             ),
             reference.backbone,
         ),
@@ -248,6 +255,7 @@ def run_check(args: argparse.Namespace) -> int:
                     "none",
                     user.preprocessing,
                     f"{user.arch}, random initialisation",
+                    {},
                 ),
                 random_init_like(user.backbone, settings.seed),
             )

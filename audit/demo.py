@@ -90,6 +90,7 @@ def _standin(kind: str, quick: bool, cache_dir: Path) -> tuple[ModelRef, Backbon
         format="built-in demo",
         preprocessing="imagenet",
         display_name=label,
+        trust_flags={},  # built here: nothing loaded from a file
     )
     return ref, backbone
 

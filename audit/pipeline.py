@@ -90,13 +90,15 @@ def resolve_confounders(
 
 
 def _split_counts(cohort: Cohort, split: PatientSplit) -> dict[str, Any]:
-    labels, patients = cohort.labels, cohort.patients
+    labels, patients, sexes = cohort.labels, cohort.patients, cohort.sexes
 
-    def describe(idx: np.ndarray) -> dict[str, int]:
+    def describe(idx: np.ndarray) -> dict[str, Any]:
+        known = {sex: int(np.sum(sexes[idx] == sex)) for sex in ("F", "M")}
         return {
             "cases": int(len(idx)),
             "positives": int(labels[idx].sum()),
             "patients": int(len(np.unique(patients[idx]))),
+            "by_sex": {**known, "unknown": int(len(idx)) - sum(known.values())},
         }
 
     return {

@@ -48,6 +48,12 @@ def test_check_runs_end_to_end_and_reuses_finished_runs(checkpoints, tmp_path) -
     assert results["budget"]["tier"] == "reduced" and results["budget"]["runs"] == 4
     assert "1 fold(s) (the study: 5)" in results["budget"]["deviations"]
     assert {m["role"] for m in results["models"]} == {"user", "reference"}
+    no_trust = {"trust_code": False, "trust_pickle": False}
+    assert all(m["trust_flags"] == no_trust for m in results["models"])
+    test_split = results["data"]["splits"]["test"]
+    assert sum(test_split["by_sex"].values()) == test_split["cases"]
+    gap = results["verdict"]["per_confounder"][0]["gap"]
+    assert gap["n_patients"] == test_split["patients"]  # the o.o.d. set's patients resampled
     assert results["verdict"]["overall"] in ("pass", "fail", "inconclusive")
     adjusted = results["verdict"]["per_confounder"][0]["gap_baseline_adjusted"]
     assert adjusted["baseline_level"] == 0.0 and adjusted["ci_low"] <= adjusted["estimate"]
