@@ -38,9 +38,9 @@ from audit.stats import GapEstimate, bootstrap_shortcut_gap, breaking_point, hol
 
 VERDICTS = ("pass", "fail", "inconclusive")
 CI_NOTE = (
-    "CIs are marginal two-sided (1 - alpha) stratified paired percentile-bootstrap intervals; "
-    "verdicts use one-sided bootstrap p-values on the two-sided scale, Holm-adjusted across "
-    "confounders."
+    "CIs are marginal two-sided (1 - alpha) stratified paired percentile-bootstrap intervals "
+    "that resample whole patients; verdicts use one-sided bootstrap p-values on the two-sided "
+    "scale, Holm-adjusted across confounders."
 )
 
 
