@@ -59,6 +59,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     file_values.pop("reference_sha256", None)  # read by `reference fetch`, not an audit setting
     if config_path:
         log.info("settings from %s", config_path.name)
+    if config_path and not args.config:
+        _refuse_found_plugins(file_values, config_path.name)
     train_flags = {
         "epochs": args.epochs,
         "batch_size": args.batch_size,
@@ -168,6 +170,19 @@ def _exit_code(results: dict[str, Any], inconclusive_exit: int) -> int:
     from audit.verdict import exit_code_for
 
     return exit_code_for(results["gate"]["overall"], inconclusive_exit)
+
+
+def _refuse_found_plugins(file_values: dict[str, Any], file_name: str) -> None:
+    """A settings file found by searching upwards (say, in a cloned repository) must not make
+    medaudit import code: its plugin confounders load only when the user names the file."""
+    listed = file_values.get("confounders")
+    plugins = [c for c in listed if isinstance(c, str) and ":" in c] if listed else []
+    if plugins:
+        raise UsageError(
+            f"{file_name} (found by searching from the current folder) names plugin confounder(s) "
+            f"{', '.join(plugins)}, and loading one runs its code: pass --config {file_name} "
+            "to use that file as it is"
+        )
 
 
 def _extra_confounders(args: argparse.Namespace) -> dict:

@@ -303,3 +303,24 @@ def test_report_on_json_that_is_not_an_object_exits_2(capsys, tmp_path) -> None:
     (tmp_path / "results.json").write_text("[]")
     assert cli.main(["report", str(tmp_path / "results.json")]) == 2
     assert "not medaudit results: not a JSON object" in capsys.readouterr().err
+
+
+def test_a_found_settings_file_cannot_make_medaudit_import_code(capsys, tmp_path, monkeypatch):
+    """A medaudit.toml picked up from the folder (a cloned repository, say) names a plugin: it is
+    refused, and its module never imported, unless the user names the file with --config."""
+    from test_data_builders import make_nih_tree
+
+    make_nih_tree(tmp_path / "nih")
+    (tmp_path / "sneaky_plugin.py").write_text(
+        "from pathlib import Path\nPath(__file__).with_name('imported').write_text('yes')\n"
+    )
+    (tmp_path / "medaudit.toml").write_text('confounders = ["tag", "sneaky_plugin:make"]\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = ["check", str(tmp_path / "m.pt"), "--modality", "cxr", "--data", str(tmp_path / "nih"),
+            "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out"), "--dry-run"]  # fmt: skip
+    code, _, err = run_main(args, capsys)
+    assert code == 2 and "names plugin confounder(s) sneaky_plugin:make" in err
+    assert "--config medaudit.toml" in err and not (tmp_path / "imported").exists()
+    code, out, _ = run_main([*args, "--config", "medaudit.toml"], capsys)
+    assert code == 0 and "(tag, sneaky_plugin:make)" in out  # named by the user: accepted
