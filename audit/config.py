@@ -78,11 +78,11 @@ class Settings:
             raise UsageError(f"levels={list(self.levels)} must be fractions between 0 and 1")
         if len(set(self.levels)) != len(self.levels):
             raise UsageError(f"levels={list(self.levels)} holds a level twice")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+        if not _whole(self.seed) or self.seed < 0:
             raise UsageError(f"seed={self.seed!r} must be a whole number >= 0")
         if not _number(self.margin) or not 0.0 <= self.margin < 1.0:
             raise UsageError(f"margin={self.margin!r} must be an AUC difference in [0, 1)")
-        if not isinstance(self.n_resamples, int) or self.n_resamples < 1:
+        if not _whole(self.n_resamples) or self.n_resamples < 1:
             raise UsageError(f"resamples={self.n_resamples!r} must be a whole number >= 1")
         for name, params in self.confounder_params.items():
             if not isinstance(params, Mapping):
@@ -90,8 +90,8 @@ class Settings:
                     f"confounder_params.{name} must be a table of parameters, e.g. "
                     f"[confounder_params.{name}] in the settings file; got {params!r}"
                 )
-        if self.folds < 1:
-            raise UsageError(f"folds={self.folds} must be at least 1")
+        if not _whole(self.folds) or self.folds < 1:
+            raise UsageError(f"folds={self.folds!r} must be a whole number >= 1")
         if not 0.0 < self.val_fraction < 0.5 or not 0.0 < self.test_fraction < 0.5:
             raise UsageError("val_fraction and test_fraction must lie between 0 and 0.5")
         if not 0.0 < self.alpha < 0.5:
@@ -100,6 +100,11 @@ class Settings:
             raise UsageError(
                 f"counted_levels={list(self.counted_levels)} must be a subset of levels={list(self.levels)}"
             )
+
+
+def _whole(value: object) -> bool:
+    """An int, not a bool (``True`` is an int to Python, not a count to a user)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _number(value: object) -> bool:

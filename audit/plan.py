@@ -43,7 +43,7 @@ class ModelRef:
     format: str
     preprocessing: str
     display_name: str
-    trust_flags: Mapping[str, bool] | None = None  # which trust flags loading it needed
+    trust_flags: Mapping[str, bool] | None = None  # the trust flags it was loaded with
 
 
 @dataclass(frozen=True)

@@ -433,17 +433,18 @@ def _multiplicities(rng: np.random.Generator, n_rows: int, size: int) -> np.ndar
 
 @dataclass(frozen=True)
 class PatientStrata:
-    """Resampling units: patients, in two strata (those with a positive image, the rest).
+    """Resampling units: patients, in three strata (positive images only, negative images only,
+    both), each resampled with replacement to its own size.
 
     A patient's images are alike, so a bootstrap that treats them as independent draws makes its
-    interval too narrow; resampling whole patients does not. Within each stratum patients are
+    interval too narrow; resampling whole patients does not. Stratifying by what a patient holds
+    keeps both classes in every resample (an AUC is always defined). Within a stratum patients are
     numbered by first appearance, so when every patient has one image the resamples are exactly
     the label-stratified case resamples (same streams, same order).
     """
 
     code: np.ndarray  # per case: its patient's index
-    with_positive: np.ndarray  # patient indices, in order of first appearance
-    without_positive: np.ndarray
+    strata: tuple[np.ndarray, np.ndarray, np.ndarray]  # patient indices: positive, negative, both
 
     @classmethod
     def of(cls, labels: np.ndarray, clusters: object = None) -> PatientStrata:
@@ -456,32 +457,38 @@ class PatientStrata:
         rank[np.argsort(first, kind="stable")] = np.arange(first.size)
         code = rank[inverse.ravel()]
         has_positive = np.zeros(first.size, dtype=bool)
+        has_negative = np.zeros(first.size, dtype=bool)
         has_positive[code[labels == 1]] = True
-        return cls(code, np.flatnonzero(has_positive), np.flatnonzero(~has_positive))
+        has_negative[code[labels != 1]] = True
+        return cls(
+            code,
+            (
+                np.flatnonzero(has_positive & ~has_negative),
+                np.flatnonzero(has_negative & ~has_positive),
+                np.flatnonzero(has_positive & has_negative),
+            ),
+        )
 
     @property
     def n_patients(self) -> int:
-        return int(self.with_positive.size + self.without_positive.size)
+        return int(sum(stratum.size for stratum in self.strata))
 
     @property
     def singletons(self) -> bool:
         return self.n_patients == self.code.size
 
-    def case_weights(
-        self, pos_rng: np.random.Generator, neg_rng: np.random.Generator, rows: int
-    ) -> np.ndarray:
+    def case_weights(self, streams: Sequence[np.random.Generator], rows: int) -> np.ndarray:
         """(rows, n) multiplicity of each case in ``rows`` resamples of whole patients."""
         patients = np.zeros((rows, self.n_patients))
-        for stratum, rng in ((self.with_positive, pos_rng), (self.without_positive, neg_rng)):
+        for stratum, rng in zip(self.strata, streams, strict=True):
             if stratum.size:
                 patients[:, stratum] = _multiplicities(rng, rows, stratum.size)
         return patients[:, self.code]
 
 
-def paired_streams(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
-    """The two seeded streams a bootstrap draws from: patients with a positive image, the rest."""
-    pos, neg = np.random.SeedSequence(seed).spawn(2)
-    return np.random.default_rng(pos), np.random.default_rng(neg)
+def bootstrap_streams(seed: int) -> tuple[np.random.Generator, ...]:
+    """One seeded stream per stratum of :class:`PatientStrata` (positive, negative, both)."""
+    return tuple(np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
 
 
 def _level_gaps(
@@ -580,12 +587,12 @@ def bootstrap_shortcut_gap(
         for u, r in zip(user, ref, strict=True)
     ]
     point = _level_gaps(places, np.ones((1, m)), np.ones((1, n)))[0]
-    pos_rng, neg_rng = paired_streams(seed)
+    streams = bootstrap_streams(seed)
     strata = PatientStrata.of(labels, clusters)
     chunk = max(1, _CHUNK_ELEMENTS // (m + n))
     blocks = []
     for start in range(0, n_resamples, chunk):
-        w_case = strata.case_weights(pos_rng, neg_rng, min(chunk, n_resamples - start))
+        w_case = strata.case_weights(streams, min(chunk, n_resamples - start))
         blocks.append(_level_gaps(places, w_case[:, pos], w_case[:, neg]))
     by_level = np.vstack(blocks)
     combine = _combiner(weights, len(places))

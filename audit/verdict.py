@@ -313,9 +313,10 @@ def _confounder_verdict(
     )
 
 
-def _p(value: float, n_resamples: int) -> str:
-    """A bootstrap p-value resolves 1 / resamples: 0 means below that, and is shown so."""
-    return f"p < {1 / n_resamples:.2g}" if value == 0 else f"p = {value:.3g}"
+def _p(value: float) -> str:
+    """A bootstrap p of 0 only says no resample crossed the margin: shown in those words (after
+    doubling and Holm, any bound would be a multiple of 1 / resamples)."""
+    return "p = 0: no bootstrap resample crossed the margin" if value == 0 else f"p = {value:.3g}"
 
 
 def _reason(
@@ -331,16 +332,16 @@ def _reason(
     margin = f"the margin {thresholds.margin:.3f}"
     head = f"Shortcut gap {gap.estimate:.3f} ({ci})"
     if verdict == "fail":
-        return f"{head} exceeds {margin} (Holm-adjusted {_p(adj_fail, gap.n_resamples)})."
+        return f"{head} exceeds {margin} (Holm-adjusted {_p(adj_fail)})."
     if verdict == "pass":
-        return f"{head} stays below {margin} (Holm-adjusted {_p(adj_pass, gap.n_resamples)})."
+        return f"{head} stays below {margin} (Holm-adjusted {_p(adj_pass)})."
     unadjusted = min(p_fail, p_pass)
     if unadjusted < thresholds.alpha:
         side = "above" if p_fail < p_pass else "below"
         adjusted = adj_fail if p_fail < p_pass else adj_pass
         return (
             f"The {ci} lies {side} {margin}, but not after Holm adjustment across "
-            f"{n_confounders} confounders (adjusted {_p(adjusted, gap.n_resamples)}, "
+            f"{n_confounders} confounders (adjusted {_p(adjusted)}, "
             f"alpha {thresholds.alpha:g})."
         )
     return (

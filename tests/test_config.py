@@ -89,6 +89,8 @@ def test_broken_toml_is_a_usage_error(tmp_path: Path) -> None:
         ({"margin": float("nan")}, "margin=nan"),
         ({"n_resamples": 0}, "resamples=0 must be a whole number >= 1"),
         ({"seed": -1}, "seed=-1 must be a whole number >= 0"),
+        ({"n_resamples": True}, "resamples=True must be a whole number"),
+        ({"folds": True}, "folds=True must be a whole number"),
         ({"confounder_params": {"tag": 3}}, r"confounder_params.tag must be a table"),
     ],
 )

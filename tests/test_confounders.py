@@ -321,6 +321,11 @@ PLUGIN_SOURCE = textwrap.dedent(
 
     def exits():
         raise SystemExit(0)
+
+    class Factory:
+        @classmethod
+        def make(cls):
+            return make_invert()
     """
 )
 
@@ -341,6 +346,7 @@ def test_plugin_loads_from_a_module_function_spec(plugin_module):
     assert conf.name == "invert" and np.array_equal(out, 255 - images)
     assert load_plugin(f"{plugin_module}:INVERT") == conf
     assert get_confounder(f"{plugin_module}:make_invert") == conf
+    assert load_plugin(f"{plugin_module}:Factory.make") == conf  # a classmethod is a function too
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import t
 
 from audit.probe.measures import EXACT, EXACT_EFFECTIVE, flip_rate, mean_shift
 
@@ -45,19 +46,59 @@ def test_copies_of_each_patient_add_no_information() -> None:
 
     exact = flip_rate(clean, confounded, 0.5, 0.95)
     effective = flip_rate(clean4, conf4, 0.5, 0.95, clusters=patients)
-    assert effective.method == EXACT_EFFECTIVE and effective.n_effective == pytest.approx(60)
+    naive = flip_rate(clean4, conf4, 0.5, 0.95)
+    # Korn-Graubard: 60 patients' worth (design effect 4, with-replacement factor 60/59), then
+    # the t quantiles of 239 against 59 degrees of freedom
+    q = t.ppf(0.975, 239) / t.ppf(0.975, 59)
+    assert effective.method == EXACT_EFFECTIVE
+    assert effective.n_effective == pytest.approx(59 * q**2)
     assert effective.n_flipped == copies * exact.n_flipped  # the counts stay what they are ...
-    assert effective.ci_low == pytest.approx(exact.ci_low)  # ... the interval is the original's
-    assert effective.ci_high == pytest.approx(exact.ci_high)
-    assert effective.p_below(0.5) == pytest.approx(exact.p_below(0.5))
+    assert effective.ci_low <= exact.ci_low and effective.ci_high >= exact.ci_high  # ... as wide
+    assert naive.ci_high - naive.ci_low < 0.6 * (effective.ci_high - effective.ci_low)
 
 
-def test_no_flip_keeps_the_exact_interval_on_all_images() -> None:
+def test_no_flip_and_a_single_patient_are_no_stronger_than_their_patients() -> None:
     y, clean, _ = _data(40, 2)
     patients = np.repeat(np.arange(20), 2)
     none = flip_rate(clean, clean, 0.5, 0.95, clusters=patients)
-    assert none.n_flipped == 0 and none.n_effective == 40 and none.ci_low == 0.0
-    assert none.ci_high == pytest.approx(flip_rate(clean, clean, 0.5, 0.95).ci_high)
+    assert none.n_flipped == 0 and none.ci_low == 0.0
+    assert none.n_effective == pytest.approx(40 * (t.ppf(0.975, 39) / t.ppf(0.975, 19)) ** 2)
+    assert none.ci_high > flip_rate(clean, clean, 0.5, 0.95).ci_high
+    flipped = clean.copy()
+    flipped[:10] = 1.0 - clean[:10]  # some decisions flip, all on one patient's 40 images
+    one = flip_rate(clean, flipped, 0.5, 0.95, clusters=np.zeros(40))
+    assert one.n_effective == 1.0 and one.ci_high - one.ci_low > 0.9  # one unit of evidence
+
+
+def test_the_clustered_auc_variance_counts_patients_per_class() -> None:
+    from audit.probe.measures import _obuchowski_variance, auc_with_variance
+
+    rng = np.random.default_rng(5)
+    y = np.r_[np.ones(5, int), np.zeros(95, int)]
+    scores = rng.normal(size=100) + y
+    auc, delong = auc_with_variance(y, scores)
+    pos, neg = scores[y == 1], scores[y == 0]
+    v10 = np.array([(np.sum(neg < p) + 0.5 * np.sum(neg == p)) / neg.size for p in pos])
+    v01 = np.array([(np.sum(pos > q) + 0.5 * np.sum(pos == q)) / pos.size for q in neg])
+    singletons = _obuchowski_variance(auc, v10, v01, np.arange(5), np.arange(5, 100))
+    assert singletons == pytest.approx(delong, rel=1e-12)  # one image each: DeLong exactly
+    # every positive image from one patient: one unit of evidence, no variance to estimate
+    one = _obuchowski_variance(auc, v10, v01, np.zeros(5, int), np.arange(1, 96))
+    assert np.isnan(one)
+
+
+def test_a_sex_group_from_one_patient_gives_no_gap_and_no_verdict() -> None:
+    from audit.probe.measures import subgroup_comparison
+
+    rng = np.random.default_rng(6)
+    y = np.r_[[1, 1, 1, 0, 0, 0], np.arange(40) % 2]
+    scores = rng.random(46)
+    sexes = np.array(["F"] * 6 + ["M"] * 40)
+    patients = np.r_[np.zeros(6, int), np.arange(1, 41)]
+    groups, gap = subgroup_comparison(y, scores, sexes, 0.95, patients)
+    assert gap is None and groups["F"]["auc"] is not None  # the AUC is shown, no gap is claimed
+    _, unclustered = subgroup_comparison(y, scores, sexes, 0.95)
+    assert unclustered is not None  # counting the six images as independent would claim one
 
 
 def test_the_auc_variance_of_copied_patients_is_the_original_one() -> None:

@@ -389,3 +389,15 @@ def test_resampling_by_patient_keeps_coverage_where_resampling_images_loses_it()
             covered[kind] += est.ci_low <= true_gap <= est.ci_high
     assert covered["patient"] / reps >= 0.88
     assert covered["image"] / reps <= covered["patient"] / reps - 0.1
+
+
+def test_every_resample_has_both_classes_when_every_patient_has_a_positive_image() -> None:
+    """No patient holds negatives only: patients with both kinds are their own stratum."""
+    rng = np.random.default_rng(9)
+    patients = np.r_[np.arange(20), [0, 0, 1, 1, 2, 2]]
+    y = np.r_[np.ones(20, int), np.zeros(6, int)]
+    user, ref = rng.normal(size=(2, 1, y.size)) + y
+    est = stats.bootstrap_shortcut_gap(y, user, ref, n_resamples=1000, clusters=patients)
+    assert np.all(np.isfinite(est.samples)) and np.isfinite(est.ci_high)
+    strata = stats.PatientStrata.of(y, patients)
+    assert [s.size for s in strata.strata] == [17, 0, 3]

@@ -122,7 +122,8 @@ def _as_confounder(obj: Any, where: str) -> Confounder:
     """Accept a Confounder, or call a zero-argument factory and check what it returns."""
     if isinstance(obj, Confounder):
         return obj
-    if not inspect.isfunction(obj):  # not a class, a builtin such as sys.exit, or any callable
+    # a function, method or partial the plugin wrote; never a class or a builtin such as sys.exit
+    if not (inspect.isfunction(obj) or inspect.ismethod(obj) or isinstance(obj, functools.partial)):
         raise UsageError(
             f"{where} is a {type(obj).__name__}; expected a Confounder or a Python function "
             "returning one"

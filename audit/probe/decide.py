@@ -148,5 +148,8 @@ def decide(evidence: Mapping[str, Evidence], alpha: float) -> tuple[str, dict[st
 
 
 def _p(value: float) -> str:
-    """Bootstrap p-values have a resolution of 1 / resamples: 0 is shown as a bound."""
+    """A p of 0 comes from the shift's bootstrap (no resample crossed the limit), whose resolution
+    is a multiple of 1 / resamples: said in words, not as a bound it cannot support."""
+    if value == 0:
+        return "p = 0: no bootstrap resample crossed the limit"
     return "p < 0.001" if value < 0.001 else f"p = {value:.3g}"

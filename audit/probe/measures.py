@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.stats import beta, norm, rankdata
+from scipy.stats import t as student_t
 
-from audit.stats import PatientStrata, delong_test, paired_streams
+from audit.stats import PatientStrata, bootstrap_streams, delong_test
 
 BOOTSTRAP = "label-stratified paired percentile bootstrap over images"
 CLUSTER_BOOTSTRAP = (
@@ -95,12 +96,12 @@ def mean_shift(
     """
     diff = np.asarray(confounded, dtype=float) - np.asarray(clean, dtype=float)
     strata = PatientStrata.of(np.asarray(y_true), clusters)
-    pos_rng, neg_rng = paired_streams(seed)
+    streams = bootstrap_streams(seed)
     samples = np.empty(n_resamples)
     rows = max(1, _CHUNK_ELEMENTS // diff.size)
     for start in range(0, n_resamples, rows):
         stop = min(n_resamples, start + rows)
-        weights = strata.case_weights(pos_rng, neg_rng, stop - start)
+        weights = strata.case_weights(streams, stop - start)
         samples[start:stop] = (weights @ diff) / weights.sum(axis=1)
     samples.setflags(write=False)
     low, high = percentile_bounds(samples, confidence)
@@ -189,7 +190,7 @@ def flip_rate(
     before, after = clean >= threshold, confounded >= threshold
     flipped = before != after
     n, k = int(before.size), int(np.sum(flipped))
-    n_eff, n_patients = _effective_size(flipped, clusters)
+    n_eff, n_patients = _effective_size(flipped, clusters, confidence)
     k_eff, n_used = (k, float(n)) if n_eff is None else (k / n * n_eff, n_eff)
     tail = (1.0 - confidence) / 2.0
     low = 0.0 if k == 0 else float(beta.ppf(tail, k_eff, n_used - k_eff + 1))
@@ -201,10 +202,10 @@ def flip_rate(
 
 
 def _effective_size(
-    flipped: np.ndarray, clusters: np.ndarray | None
+    flipped: np.ndarray, clusters: np.ndarray | None, confidence: float
 ) -> tuple[float | None, int | None]:
-    """Korn-Graubard effective sample size for a proportion over clustered images; None when
-    every patient has one image (the plain exact interval applies as it is)."""
+    """Korn and Graubard's (1998) effective sample size for a proportion over images clustered
+    by patient; None when every patient has one image (the plain exact interval applies)."""
     if clusters is None:
         return None, None
     keys = np.asarray(clusters)
@@ -213,17 +214,20 @@ def _effective_size(
     _, patient = np.unique(keys, return_inverse=True)
     patient = patient.ravel()
     n_patients = int(patient.max()) + 1 if patient.size else 0
-    if n_patients == flipped.size:
+    n = flipped.size
+    if n_patients == n:
         return None, n_patients
-    n, rate = flipped.size, float(flipped.mean())
-    if rate in (0.0, 1.0):
-        return float(n), n_patients  # no variance to estimate: the design effect is taken as 1
+    if n_patients < 2:
+        return 1.0, n_patients  # one patient: one unit of evidence, however many images
+    rate = float(flipped.mean())
     totals = np.bincount(patient, weights=flipped.astype(float))
     sizes = np.bincount(patient).astype(float)
-    variance = float(np.sum((totals - rate * sizes) ** 2)) / n**2  # ratio estimator, by patient
-    if variance <= 0.0:
-        return float(n), n_patients
-    return float(min(n, rate * (1.0 - rate) / variance)), n_patients
+    # with-replacement variance of the ratio estimator over patients
+    variance = n_patients / (n_patients - 1) * float(np.sum((totals - rate * sizes) ** 2)) / n**2
+    n_eff = float(n) if variance <= 0.0 else min(float(n), rate * (1.0 - rate) / variance)
+    # degrees of freedom: the t quantiles of the images against those of the patients
+    q = 0.5 + confidence / 2.0
+    return n_eff * (student_t.ppf(q, n - 1) / student_t.ppf(q, n_patients - 1)) ** 2, n_patients
 
 
 def auc_change(y_true: np.ndarray, clean: np.ndarray, confounded: np.ndarray) -> dict | None:
@@ -296,19 +300,24 @@ def auc_with_variance(
 def _obuchowski_variance(
     auc: float, v10: np.ndarray, v01: np.ndarray, pos_patient: np.ndarray, neg_patient: np.ndarray
 ) -> float:
-    """Variance of the AUC from per-patient sums of placement values (Obuchowski 1997, eq. 3)."""
+    """Variance of the AUC from per-patient sums of placement values (Obuchowski 1997): S10 over
+    the I10 patients with a positive image, S01 over the I01 with a negative one, S11 over all I.
+    NaN with fewer than two patients on either side: one patient is one unit of evidence. With
+    one image per patient this is DeLong's variance."""
     n_patients = int(max(pos_patient.max(), neg_patient.max())) + 1
-    if n_patients < 2:
+    with_pos, with_neg = np.unique(pos_patient).size, np.unique(neg_patient).size
+    if min(with_pos, with_neg) < 2:
         return float("nan")
     m, n = v10.size, v01.size
-    x = np.bincount(pos_patient, weights=v10, minlength=n_patients)
-    y = np.bincount(neg_patient, weights=v01, minlength=n_patients)
-    dx = x - auc * np.bincount(pos_patient, minlength=n_patients)
-    dy = y - auc * np.bincount(neg_patient, minlength=n_patients)
-    scale = n_patients / (n_patients - 1)
-    s10 = scale * float(dx @ dx) / m
-    s01 = scale * float(dy @ dy) / n
-    s11 = scale * float(dx @ dy)
+    dx = np.bincount(pos_patient, weights=v10, minlength=n_patients) - auc * np.bincount(
+        pos_patient, minlength=n_patients
+    )
+    dy = np.bincount(neg_patient, weights=v01, minlength=n_patients) - auc * np.bincount(
+        neg_patient, minlength=n_patients
+    )
+    s10 = with_pos / (with_pos - 1) * float(dx @ dx) / m
+    s01 = with_neg / (with_neg - 1) * float(dy @ dy) / n
+    s11 = n_patients / (n_patients - 1) * float(dx @ dy)
     return s10 / m + s01 / n + 2.0 * s11 / (m * n)
 
 
@@ -345,6 +354,8 @@ class SubgroupGap:
 
 
 def _normal_tail(distance: float, se: float) -> float:
+    if not math.isfinite(se):
+        return 1.0  # no variance estimate: no evidence either way
     if se > 0:
         return float(norm.sf(distance / se))
     return 0.0 if distance > 0 else 1.0
@@ -369,7 +380,7 @@ def subgroup_comparison(
         patients = None if clusters is None else np.asarray(clusters)[members]
         clustered |= patients is not None and np.unique(patients).size < patients.size
         found = auc_with_variance(y, s, patients)
-        if found is not None:
+        if found is not None and math.isfinite(found[1]):  # NaN: too few patients to tell
             aucs[sex] = found
         groups[sex] = {
             "n": int(members.sum()),

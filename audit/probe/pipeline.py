@@ -303,7 +303,7 @@ def _sampling_row(
     if not gated:
         return row, None
     if gap is None:
-        summary = "no AUC gap: a subgroup lacks 2 images of each class"
+        summary = "no AUC gap: a subgroup lacks 2 images (or 2 patients) of each class"
         return row, Evidence(1.0, 1.0, summary)
     return row, sex_evidence(gap, float(t.max_sex_auc_gap))
 
