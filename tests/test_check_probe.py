@@ -16,7 +16,7 @@ from audit import cli
 from audit.commands import _exit_code
 from audit.schema import validate_results
 
-PROBE_KEYS = ("mean_shift", "flip_rate", "auc", "groups", "auc_gap", "verdict")
+PROBE_KEYS = ("mean_shift", "flip_rate", "auc", "groups", "auc_gap", "verdict", "placebo")
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def audited(models, tmp_path_factory) -> tuple[int, str, Path]:
     folder = tmp_path_factory.mktemp("audited")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        code = cli.main(check(models, models["user"], folder))
+        code = cli.main(check(models, models["user"], folder, "--placebo"))
     return code, printed.getvalue(), folder
 
 
@@ -65,6 +65,7 @@ def test_check_probe_embeds_the_probe_a_standalone_run_gives(models, audited) ->
     embedded = results["probe"]
     assert embedded["kind"] == "probe" and results["status"]["complete"]
     assert [r["name"] for r in embedded["confounders"]] == ["tag", "sex"]
+    assert "excess_flip_rate" in embedded["confounders"][0]["placebo"]  # --placebo reached it
     assert code == _exit_code(results, 3)
     gate = results["gate"]
     assert gate["audit"] == results["verdict"]["overall"]
@@ -79,7 +80,7 @@ def test_check_probe_embeds_the_probe_a_standalone_run_gives(models, audited) ->
 
     standalone = [
         "--quiet", "probe", str(models["user"]), *COMMON, "--out", str(tmp_path / "probe"),
-        "--cache-dir", str(tmp_path / "cache"),
+        "--cache-dir", str(tmp_path / "cache"), "--placebo",
     ]  # fmt: skip
     assert cli.main(standalone) in (0, 1, 3)
     alone = json.loads((tmp_path / "probe" / "results.json").read_text())
