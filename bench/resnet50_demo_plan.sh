@@ -6,7 +6,9 @@
 # done"; each attempt's wall time is appended to DIR/times.log, and results.json records every
 # run's own seconds.
 #   bash bench/resnet50_demo_plan.sh [DIR] [DEVICES]     # defaults: /tmp/r50-demo cpu,cpu
-# On 2 CPU cores one cell (both models) takes about 7.5 min on one worker: the plan about 3-4.5 h.
+# Measured on 2 CPU cores, two workers (2026-11-26, other work running alongside part of the time):
+# the 96 runs' own times sum to 26,750 s (median 234 s per run; sex runs, on fewer cases, 109 s),
+# so about 3.7 h of wall time; on an idle machine about 2.7 h (72 runs x ~230 s + 24 x ~105 s, / 2).
 # On a GPU: bash bench/resnet50_demo_plan.sh /tmp/r50-demo cuda
 set -euo pipefail
 dir=${1:-/tmp/r50-demo}
