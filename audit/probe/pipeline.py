@@ -157,6 +157,7 @@ def run_probe(request: ProbeRequest, progress: Callable[[str], None] | None = No
     scorer = _Scorer(runner, request.preprocessor, choice, request.batch_size)
     idx = request.selection.indices
     y = cohort.labels[idx].astype(np.int8)
+    patients = cohort.patients[idx]  # the resampling units of every interval
     began = time.perf_counter()
     say(f"scoring {len(idx)} clean images ({runner.info.backend}, {runner.info.device})")
     clean_raw = _chunked(cohort, idx, scorer.raw)
@@ -167,22 +168,23 @@ def run_probe(request: ProbeRequest, progress: Callable[[str], None] | None = No
     evidence: dict[str, Evidence] = {}
     for name, (conf, params, preset) in confounders.items():
         if conf.kind != "pixel":
-            row, gate = _sampling_row(conf, cohort, idx, y, clean, t)
+            row, gate = _sampling_row(conf, cohort, idx, (y, patients), clean, t)
         else:
             say(f"scoring {len(idx)} images with confounder {name}")
             score = _scores_with(scorer, activation, cohort, idx)
             seed = confounder_seed(t.seed, conf.name)
             baseline = clean if conf.baseline is None else score(conf, False, seed, params)
             scores = (baseline, score(conf, True, seed, params))
-            row, gate = _pixel_row(conf, params, preset, seed, scores, y, threshold, request)
+            row, gate = _pixel_row(
+                conf, params, preset, seed, scores, (y, patients), threshold, request
+            )
             if request.placebo:
                 say(f"scoring {len(idx)} images with the placebo of {name}")
                 make = PlaceboImages(conf, params, seed)
                 placebo = to_scores(_chunked(cohort, idx, scorer.raw, make), choice, activation)
                 row["placebo"] = compare_with_placebo(
                     y, *scores, placebo, threshold, n_resamples=t.n_resamples, seed=t.seed,
-                    confidence=1.0 - t.alpha, change_kept=make.change_kept,
-                    clusters=cohort.patients[idx],
+                    confidence=1.0 - t.alpha, change_kept=make.change_kept, clusters=patients,
                 ).to_dict()  # fmt: skip
         rows.append(row)
         if gate is not None:
@@ -251,15 +253,15 @@ def _pixel_row(
     preset: str | None,
     seed: int,
     scores: tuple[np.ndarray, np.ndarray],
-    y: np.ndarray,
+    labels_and_patients: tuple[np.ndarray, np.ndarray],
     threshold: float,
     request: ProbeRequest,
 ) -> tuple[dict[str, Any], Evidence]:
     """Baseline (clean, or the confounder's baseline) against confounded scores of the images."""
     t = request.thresholds
     baseline, confounded = scores
+    y, patients = labels_and_patients
     confidence = 1.0 - t.alpha
-    patients = request.cohort.patients[request.selection.indices]
     shift = mean_shift(y, baseline, confounded, n_resamples=t.n_resamples, seed=t.seed,
                        confidence=confidence, clusters=patients)  # fmt: skip
     flips = flip_rate(baseline, confounded, threshold, confidence, clusters=patients)
@@ -286,12 +288,12 @@ def _sampling_row(
     conf: Confounder,
     cohort: Cohort,
     idx: np.ndarray,
-    y: np.ndarray,
+    labels_and_patients: tuple[np.ndarray, np.ndarray],
     clean: np.ndarray,
     t: ProbeThresholds,
 ) -> tuple[dict[str, Any], Evidence | None]:
-    sexes = cohort.sexes[idx]
-    groups, gap = subgroup_comparison(y, clean, sexes, 1.0 - t.alpha, cohort.patients[idx])
+    y, patients = labels_and_patients
+    groups, gap = subgroup_comparison(y, clean, cohort.sexes[idx], 1.0 - t.alpha, patients)
     gated = t.max_sex_auc_gap is not None
     row = {
         **_describe(conf),
