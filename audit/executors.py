@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from audit.plan import RunSpec
-from audit.runner import AuditInputs, CellBuilder, RunFailure, run_cell
+from audit.runner import AuditInputs, CellBuilder, RunFailure, failure_reason, run_cell
 from audit.train.engine import RunResult
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def run_cells_in_processes(
                     why = f"worker process died: {exc}"
                     items = [RunFailure(spec.key, why) for spec in futures[future]]
                 except Exception as exc:  # noqa: BLE001 - one cell's error fails its runs only
-                    why = f"{type(exc).__name__}: {exc}"
+                    why = failure_reason(exc)
                     items = [RunFailure(spec.key, why) for spec in futures[future]]
                 for item in items:
                     record(item)

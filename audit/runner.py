@@ -135,18 +135,18 @@ def run_cell(
     try:
         cell_data = builder.build(*specs[0].cell)
     except Exception as exc:  # noqa: BLE001
-        why = f"building the data failed: {_reason(exc)}"
+        why = f"building the data failed: {failure_reason(exc)}"
         return [RunFailure(spec.key, why) for spec in specs]
     outputs: list[RunResult | RunFailure] = []
     for spec in specs:
         try:
             outputs.append(fine_tune(spec, inputs.backbones[spec.role], cell_data, device))
         except Exception as exc:  # noqa: BLE001
-            outputs.append(RunFailure(spec.key, _reason(exc)))
+            outputs.append(RunFailure(spec.key, failure_reason(exc)))
     return outputs
 
 
-def _reason(exc: Exception) -> str:
+def failure_reason(exc: Exception) -> str:
     """The message, prefixed with the type where the type says something (not for our own)."""
     if isinstance(exc, MedauditError | RuntimeError | ValueError):
         return str(exc)
