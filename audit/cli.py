@@ -14,7 +14,6 @@ from pathlib import Path
 
 from audit import __version__
 from audit.errors import ExitCode, MedauditError, UsageError
-from audit.quiet_logs import silence_pydicom_logger
 
 log = logging.getLogger("audit")
 
@@ -572,7 +571,6 @@ def _configure_logging(debug: bool, quiet: bool) -> None:
     root.setLevel(level)
     for noisy in ("matplotlib", "PIL", "fontTools", "weasyprint"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    silence_pydicom_logger()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

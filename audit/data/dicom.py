@@ -19,6 +19,7 @@ detail that never quotes pydicom's message (which may hold a path or a value).
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,7 +38,6 @@ from audit.data.problems import (
     UNSUPPORTED_SYNTAX,
     Unreadable,
 )
-from audit.quiet_logs import silence_pydicom_logger
 
 BURNED_IN_YES = "BurnedInAnnotation is not NO"
 BURNED_IN_UNSTATED = "BurnedInAnnotation not stated"
@@ -55,7 +55,17 @@ class SliceHeader:
     sex: str | None = None
 
 
-silence_pydicom_logger()
+def _silence_pydicom_logger() -> None:
+    """pydicom logs some reading problems itself, naming the file by its full path (which may
+    hold a patient's name or id): its records stop at its own logger and never reach ours. Only
+    this module reads with pydicom, so doing it on import covers the CLI and library use alike."""
+    logger = logging.getLogger("pydicom")
+    logger.propagate = False
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
+
+
+_silence_pydicom_logger()
 
 
 @contextlib.contextmanager
