@@ -109,14 +109,17 @@ def cohort():
     return make_phantom_cohort(PhantomSettings(n_patients=PATIENTS, image_size=SIZE, seed=3))
 
 
-def probe(path: Path, cohort, confounders=("tag",), device="cpu", **thresholds) -> dict:
+def probe(
+    path: Path, cohort, confounders=("tag",), device="cpu", *, placebo=False,
+    normalize="imagenet", **thresholds,
+) -> dict:  # fmt: skip
     runner = open_runner(ModelOptions(path, device, trust_code=True))
     spec = resolve_input(runner.declared, path.name, input_size=SIZE)
-    prep = Preprocessor(spec, resolve_normalization("imagenet", None, None, spec.channels))
+    prep = Preprocessor(spec, resolve_normalization(normalize, None, None, spec.channels))
     selection = select_images(cohort, None, None, 0)
     request = ProbeRequest(
         runner, prep, cohort, selection, confounders, {},
-        ProbeThresholds(n_resamples=500, **thresholds), batch_size=16,
+        ProbeThresholds(n_resamples=500, **thresholds), batch_size=16, placebo=placebo,
     )  # fmt: skip
     results = run_probe(request)
     validate_probe_results(results)

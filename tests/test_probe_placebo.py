@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import binomtest
+from test_probe import SIZE, probe
 from torch import nn
 
 from audit import cli
@@ -26,16 +27,10 @@ from audit.confounders import get_confounder
 from audit.confounders.tag import DEFAULTS as TAG_DEFAULTS
 from audit.confounders.tag import tag_box
 from audit.data.synthetic import PhantomSettings, make_phantom_cohort
-from audit.probe.cohort import select_images
-from audit.probe.decide import ProbeThresholds
-from audit.probe.outputs import validate_probe_results, verdict_lines
-from audit.probe.pipeline import ProbeRequest, run_probe
+from audit.probe.outputs import verdict_lines
 from audit.probe.placebo import PlaceboImages, compare_with_placebo
-from audit.probe.preprocess import Preprocessor, resolve_input, resolve_normalization
-from audit.probe.runner import ModelOptions, open_runner
 from audit.report.render import render_html
 
-SIZE = 64
 PATIENTS = 60
 
 
@@ -89,16 +84,7 @@ def flat_cohort(cohort):
 
 
 def _probe(path: Path, cohort, *, placebo: bool = True, normalize: str = "imagenet") -> dict:
-    runner = open_runner(ModelOptions(path, "cpu", trust_code=True))
-    spec = resolve_input(runner.declared, path.name, input_size=SIZE)
-    prep = Preprocessor(spec, resolve_normalization(normalize, None, None, spec.channels))
-    request = ProbeRequest(
-        runner, prep, cohort, select_images(cohort, None, None, 0), ("tag", "noise", "sex"), {},
-        ProbeThresholds(n_resamples=500), batch_size=32, placebo=placebo,
-    )  # fmt: skip
-    results = run_probe(request)
-    validate_probe_results(results)
-    return results
+    return probe(path, cohort, ("tag", "noise", "sex"), placebo=placebo, normalize=normalize)
 
 
 def _row(results: dict, name: str) -> dict:
