@@ -23,7 +23,7 @@ from audit.models.architectures import Backbone
 from audit.plan import RunSpec, cell_sets
 from audit.splits import SampleSet, SplitTable
 from audit.store import ResultsStore
-from audit.train.device import set_determinism
+from audit.train.device import run_threads, set_determinism
 from audit.train.engine import CellData, RunResult, fine_tune
 from audit.train.tensors import SetTensors, to_set_tensors
 
@@ -129,6 +129,13 @@ def run_cell(
     Pass the same ``builder`` for every cell of a process so the o.o.d. and clean test sets are
     built once per confounder, not once per cell."""
     set_determinism(specs[0].train.deterministic)  # worker processes start without the setting
+    with run_threads(specs[0].train.deterministic, device):
+        return _run_cell(specs, inputs, device, builder)
+
+
+def _run_cell(
+    specs: Sequence[RunSpec], inputs: AuditInputs, device: torch.device, builder: CellBuilder | None
+) -> list[RunResult | RunFailure]:
     builder = builder or CellBuilder(inputs, specs[0].train.input_size, device)
     # Any error fails its own runs only, recorded with its reason: the other cells go on, and
     # the audit reports what is missing instead of losing every finished run to one exception.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -179,30 +179,62 @@ def test_window_functions_follow_the_standard() -> None:
     assert sigmoid[2] == pytest.approx(0.5) and sigmoid[0] < 0.02
 
 
-def test_pydicom_own_log_records_never_carry_the_path(tmp_path, capsys, caplog) -> None:
-    """pydicom logs a truncated encapsulated file by its full path; the folder may be a name."""
+# What a user sees: the reading runs in its own process, with logging set up as the CLI sets it
+# up, and everything it prints or writes is searched. (caplog is no witness: pytest 9.2 attaches its
+# handler to loggers that do not propagate, so it sees records that no user ever does.)
+_READ_TRUNCATED_DICOM = """
+import logging, sys
+from pathlib import Path
+from audit.cli import _configure_logging
+from audit.data.dicom import read_dicom_uint8
+from audit.data.problems import Unreadable
+_configure_logging(debug=True, quiet=False)  # the most talkative setting a user can choose
+if sys.argv[2] == "unsilenced":
+    logging.getLogger("pydicom").propagate = True  # undo medaudit's silencing
+try:
+    read_dicom_uint8(Path(sys.argv[1]), modality="ct", hu_window=(-1000.0, 400.0))
+except Unreadable as error:
+    print(f"left out: {error}")
+    logging.getLogger("audit").warning("left out: %s", error)
+"""
+
+
+def _read_truncated_dicom_in_a_process(tmp_path: Path, silencing: str) -> str:
+    """All a user could see: stdout, stderr and every file the process wrote in its folder."""
+    import subprocess
+    import sys
+
     from pydicom.uid import RLELossless
     from test_data_builders import Identity, ct_dataset, save_dataset
-
-    from audit.cli import _configure_logging
-    from audit.data.problems import Unreadable
 
     ds = ct_dataset(Identity(), series_uid=generate_uid(), z=0.0, hu=np.zeros((32, 32)))
     ds.compress(RLELossless)
     path = save_dataset(ds, tmp_path / "ward-DOE_JOHN_MRN123" / "slice.dcm")
-    path.write_bytes(path.read_bytes()[:-200])
-    root = logging.getLogger()
-    saved_handlers, saved_level = root.handlers[:], root.level
-    try:
-        _configure_logging(debug=True, quiet=False)  # the most talkative setting
-        with caplog.at_level("DEBUG"), pytest.raises(Unreadable):
-            read_dicom_uint8(path, modality="ct", hu_window=(-1000.0, 400.0))
-    finally:
-        root.handlers[:] = saved_handlers
-        root.setLevel(saved_level)
-    captured = capsys.readouterr()
-    said = captured.out + captured.err + caplog.text
-    assert "DOE_JOHN" not in said and str(tmp_path) not in said
+    path.write_bytes(path.read_bytes()[:-200])  # pydicom then logs the file by its full path
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", _READ_TRUNCATED_DICOM, str(path), silencing],
+        cwd=workdir, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "left out:" in done.stdout  # the file was read and refused, so pydicom did log
+    written = [f.read_text(errors="replace") for f in workdir.rglob("*") if f.is_file()]
+    return "\n".join([done.stdout, done.stderr, *written])
+
+
+def test_pydicom_own_log_records_never_reach_the_user(tmp_path) -> None:
+    """pydicom logs a truncated encapsulated file by its full path; the folder may be a name."""
+    seen = _read_truncated_dicom_in_a_process(tmp_path, "silenced")
+    assert "DOE_JOHN" not in seen and str(tmp_path) not in seen
+
+
+def test_without_the_silencing_pydicom_would_print_the_path(tmp_path) -> None:
+    """The companion that keeps the test above honest: the same reading, pydicom's logger allowed
+    to propagate, does show the identifier (so the silencing is what keeps it out)."""
+    seen = _read_truncated_dicom_in_a_process(tmp_path, "unsilenced")
+    assert "DOE_JOHN_MRN123" in seen
 
 
 def test_a_slice_header_never_shows_the_patient_id() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+from collections.abc import Iterator
 
 import torch
 
@@ -53,6 +54,23 @@ def set_determinism(enabled: bool) -> None:
     torch.use_deterministic_algorithms(enabled, warn_only=True)
     torch.backends.cudnn.deterministic = enabled
     torch.backends.cudnn.benchmark = not enabled
+
+
+@contextlib.contextmanager
+def run_threads(deterministic: bool, device: torch.device) -> Iterator[None]:
+    """A deterministic run on the CPU computes with one intra-op thread: a float reduction split
+    over another number of threads sums in another order, and on small test sets one ulp can
+    flip a tie in the AUC. So one worker or several (each given a share of the cores) give
+    bit-identical results; without --deterministic every run keeps the threads it was given."""
+    if not deterministic or device.type != "cpu":
+        yield
+        return
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def environment_fingerprint(device: torch.device) -> dict[str, str]:
