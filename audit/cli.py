@@ -8,14 +8,39 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from audit import __version__
 from audit.errors import ExitCode, MedauditError, UsageError
+from audit.resolve.constraints import SettingError
 
 log = logging.getLogger("audit")
+
+# Each setting's flag, per command: the one place that knows both names. Domain code refuses a
+# value by its setting (``train.epochs``); the error line names the flag when a flag set it.
+_COMMON_FLAGS = {
+    "seed": "--seed", "alpha": "--alpha", "n_resamples": "--resamples",
+    "image_size": "--image-size", "synthetic_patients": "--synthetic-patients",
+    "device": "--device", "probe.max_shift": "--max-shift",
+    "probe.max_flip_rate": "--max-flip-rate", "probe.max_sex_auc_gap": "--max-sex-auc-gap",
+    "probe.threshold": "--threshold",
+}  # fmt: skip
+SETTING_FLAGS: dict[str, dict[str, str]] = {
+    "check": {
+        **_COMMON_FLAGS, "folds": "--folds", "margin": "--margin", "train.epochs": "--epochs",
+        "train.batch_size": "--batch-size", "train.lr": "--lr", "train.patience": "--patience",
+        "train.max_steps_per_epoch": "--max-steps", "train.input_size": "--input-size",
+        "probe.max_images": "--probe-images", "ray.cpus_per_task": "--ray-cpus-per-task",
+    },
+    "probe": {
+        **_COMMON_FLAGS, "probe.max_images": "--max-images", "probe.batch_size": "--batch-size",
+        "probe.input_size": "--input-size",
+    },
+    "demo": {"device": "--device"},
+}  # fmt: skip
 
 EPILOG = """exit codes: 0 pass, 1 fail, 2 bad usage or input, 3 inconclusive,
 4 internal error or incomplete audit (a crash is never mistaken for a verdict)"""
@@ -573,6 +598,21 @@ def _configure_logging(debug: bool, quiet: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _by_flag(error: SettingError, args: argparse.Namespace) -> SettingError:
+    """The refusal, naming the flag that set the value (a settings file's value keeps its key)."""
+    flag = SETTING_FLAGS.get(args.handler, {}).get(error.key)
+    typed = [word.partition("=")[0] for word in args.typed]
+    return error.named(flag) if flag and flag in typed else error
+
+
+def _flags_for_keys(message: str, args: argparse.Namespace) -> str:
+    """A message that advises a setting by its key (``probe.max_sex_auc_gap``) names the flag."""
+    for key, flag in SETTING_FLAGS.get(args.handler, {}).items():
+        if "." in key:
+            message = re.sub(rf"(?<![\w.-]){re.escape(key)}(?![\w])", flag, message)
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; the one place that turns exceptions into exit codes."""
     parser = build_parser()
@@ -586,10 +626,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from audit import commands
 
         return int(getattr(commands, f"run_{args.handler}")(args))
+    except SettingError as exc:
+        if args.debug:
+            log.exception("error")
+        print(f"medaudit: error: {_by_flag(exc, args)}", file=sys.stderr)
+        return int(exc.exit_code)
     except MedauditError as exc:
         if args.debug:
             log.exception("error")
-        print(f"medaudit: error: {exc}", file=sys.stderr)
+        print(f"medaudit: error: {_flags_for_keys(str(exc), args)}", file=sys.stderr)
         return int(exc.exit_code)
     except SystemExit as exc:  # a plugin or library tried to end the process: never a pass
         print(

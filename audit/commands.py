@@ -9,10 +9,15 @@ import logging
 import shlex
 import sys
 from pathlib import Path, PureWindowsPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from audit.config import Settings, build_settings, find_config_file, read_config_table
+from audit.constants import STUDY_FOLDS
 from audit.errors import ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from audit.resolve.check import ResolvedCheck
+    from audit.resolve.probe import ProbeOptions, ResolvedProbe
 
 log = logging.getLogger("audit")
 
@@ -195,22 +200,63 @@ def _extra_confounders(args: argparse.Namespace) -> dict:
     return extra
 
 
-def run_check(args: argparse.Namespace) -> int:
-    from audit.models.loading import load_model, load_reference
-    from audit.pipeline import AuditRequest, run_audit
-    from audit.plan import ModelRef
+def resolve_check_args(args: argparse.Namespace) -> ResolvedCheck:
+    """``check``'s flags and settings file, resolved and checked; nothing is loaded yet."""
+    from audit.resolve.check import resolve_check
+    from audit.resolve.constraints import SettingError, check_setting
 
     extra = _extra_confounders(args)
     settings = settings_from_args(args)
     if extra:
         names = tuple(dict.fromkeys([*settings.confounders, *extra]))
         settings = dataclasses.replace(settings, confounders=names)
+    _check_probe_flags(args)
+    check_setting("ray.cpus_per_task", args.ray_cpus_per_task)
+    if args.synthetic:
+        check_setting("synthetic_patients", args.synthetic_patients)
+    resolved = resolve_check(
+        settings,
+        modality=args.modality,
+        extra=extra,
+        device=args.device,
+        executor=args.executor,
+        protocol=None if args.synthetic else args.protocol,
+    )
+    if not args.probe:
+        return resolved
+    try:
+        return resolved.with_probe(probe_options(args, check=True))
+    except SettingError:
+        raise  # it names its own flag
+    except UsageError as error:
+        raise UsageError(f"--probe: {error}") from None
+
+
+def probe_options(args: argparse.Namespace, *, check: bool) -> ProbeOptions:
+    """The probe's own flags, on ``probe`` and on ``check --probe`` (named differently there)."""
+    from audit.resolve.probe import ProbeOptions
+
+    images = args.probe_images if check else args.max_images
+    return ProbeOptions(
+        max_shift=args.max_shift, max_flip_rate=args.max_flip_rate,
+        max_sex_auc_gap=args.max_sex_auc_gap, threshold=args.threshold,
+        max_images=images if images != 0 else None,
+        batch_size=ProbeOptions.batch_size if check else args.batch_size,
+        score_output=args.score_output, activation=args.activation, placebo=args.placebo,
+    )  # fmt: skip
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from audit.models.loading import load_model, load_reference
+    from audit.pipeline import AuditRequest, run_audit
+
+    resolved = resolve_check_args(args)
+    settings = resolved.settings
     cache_dir = args.cache_dir or default_cache_dir()
     _check_cache_outside_out(cache_dir, args.out)
     _check_executor_options(args)
     if args.dry_run:
-        return _dry_run(args, settings, cache_dir)
-    _check_probe_flags(args)
+        return _dry_run(args, resolved, cache_dir)
     user = load_model(
         args.model, arch=args.arch, trust_code=args.trust_code, trust_pickle=args.trust_pickle
     )
@@ -223,15 +269,46 @@ def run_check(args: argparse.Namespace) -> int:
     if reference_path is None:
         raise UsageError(how_to_get_reference())
     reference = load_reference(reference_path)
-    prepared = _prepare_probe(args, settings, user, extra) if args.probe else None
+    opened = _open_check_probe(args, resolved, user) if resolved.probe else None
     cohort = _load_cohort(args, settings, cache_dir)  # after the models: fail before decoding
     probe_results = None
-    if prepared is not None:
-        from audit.probe.in_check import probe_cohort
+    if opened is not None:
+        from audit.probe.assemble import probe_cohort
 
-        probe_results = probe_cohort(prepared, cohort, settings)
-        del prepared  # the shipped model leaves the device before fine-tuning starts
+        log.info("probing the shipped model before the fine-tuning runs")
+        probe_results = probe_cohort(
+            opened, cohort, model_sha256=user.sha256, command=_command_line(args)
+        )
+        del opened  # the shipped model leaves the device before fine-tuning starts
         _release_device_memory()
+    request = AuditRequest(
+        settings=settings,
+        cohort=cohort,
+        models=_audited_models(args, settings, user, reference, Path(reference_path).name),
+        out_dir=args.out,
+        command=_command_line(args),
+        devices=resolved.devices,
+        confounders=resolved.confounders,
+        protocol=resolved.protocol,
+        executor=args.executor,
+        ray_address=args.ray_address,
+        shared_cache=args.shared_cache,
+        ray_cpus_per_task=args.ray_cpus_per_task,
+        probe=probe_results,
+        write_report=not args.no_report,
+    )
+    outputs = run_audit(request)
+    _print_summary(outputs.results, args.out, report=outputs.report_path is not None)
+    return _exit_code(outputs.results, args.inconclusive_exit)
+
+
+def _audited_models(
+    args: argparse.Namespace, settings: Settings, user: Any, reference: Any, reference_name: str
+) -> list:
+    """(ModelRef, backbone) of each arm: the user's model, the reference, and the optional
+    random-initialisation control."""
+    from audit.plan import ModelRef
+
     models = [
         (
             ModelRef(
@@ -252,9 +329,9 @@ def run_check(args: argparse.Namespace) -> int:
                 reference.sha256,
                 reference.format,
                 reference.preprocessing,
-                Path(reference_path).name,
+                reference_name,
                 {"trust_code": False, "trust_pickle": False},  # a reference never runs code
-            ),
+            ),  # fmt: skip
             reference.backbone,
         ),
     ]
@@ -271,35 +348,16 @@ def run_check(args: argparse.Namespace) -> int:
                     user.preprocessing,
                     f"{user.arch}, random initialisation",
                     {},
-                ),
+                ),  # fmt: skip
                 random_init_like(user.backbone, settings.seed),
             )
         )
-    request = AuditRequest(
-        settings=settings,
-        cohort=cohort,
-        models=models,
-        out_dir=args.out,
-        command=_command_line(args),
-        device=args.device,
-        extra_confounders=extra,
-        protocol=None if args.synthetic else args.protocol,
-        executor=args.executor,
-        ray_address=args.ray_address,
-        shared_cache=args.shared_cache,
-        ray_cpus_per_task=args.ray_cpus_per_task,
-        probe=probe_results,
-        write_report=not args.no_report,
-    )
-    outputs = run_audit(request)
-    _print_summary(outputs.results, args.out, report=outputs.report_path is not None)
-    return _exit_code(outputs.results, args.inconclusive_exit)
+    return models
 
 
 def _check_probe_flags(args: argparse.Namespace) -> None:
+    """Set without --probe, a probe flag would silently do nothing: refuse it."""
     if args.probe:
-        if args.probe_images < 0:
-            raise UsageError(f"--probe-images {args.probe_images}: use 1 or more, or 0 for all")
         return
     given = [k for k, default in args.probe_flag_defaults.items() if getattr(args, k) != default]
     if given:
@@ -314,21 +372,25 @@ def _release_device_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _prepare_probe(args: argparse.Namespace, settings: Settings, user: Any, extra: dict):  # noqa: ANN202
-    """Open the user's model whole for ``--probe`` and try it, before any image is decoded."""
-    from audit.probe.in_check import CheckProbeOptions, prepare
+def _open_check_probe(args: argparse.Namespace, resolved: ResolvedCheck, user: Any):  # noqa: ANN202
+    """Open the user's model whole for ``--probe`` and try it, before any image is decoded.
+    It is fed as the fine-tuning feeds it: the audit's input size and the model's preprocessing."""
+    from audit.probe.assemble import ShippedModel, open_probe
 
-    options = CheckProbeOptions(
-        args.model, device=args.device, arch=args.arch, trust_code=args.trust_code,
-        trust_pickle=args.trust_pickle, preprocessing=user.preprocessing,
-        score_output=args.score_output, activation=args.activation,
-        max_images=args.probe_images or None, max_shift=args.max_shift,
-        max_flip_rate=args.max_flip_rate, max_sex_auc_gap=args.max_sex_auc_gap,
-        threshold=args.threshold, model_sha256=user.sha256, command=_command_line(args),
-        extra_confounders=extra, placebo=args.placebo,
+    normalize = resolved.settings.train.normalize
+    model = ShippedModel(
+        args.model, resolved.devices[0] if resolved.devices else "auto", arch=args.arch,
+        trust_code=args.trust_code, trust_pickle=args.trust_pickle,
+        default_input_size=resolved.settings.train.input_size,
+        normalize=user.preprocessing if normalize == "auto" else normalize,
     )  # fmt: skip
+    if resolved.probe.skipped:
+        log.warning(
+            "--probe: not probed (they select cases, pixels stay): %s",
+            ", ".join(resolved.probe.skipped),
+        )
     try:
-        return prepare(options, settings)
+        return open_probe(model, resolved.probe)
     except UsageError as error:
         raise UsageError(f"--probe: {error}") from None
 
@@ -359,21 +421,24 @@ def _load_cohort(args: argparse.Namespace, settings: Settings, cache_dir: Path):
     return load_cohort(_data_request(args, settings, cache_dir), progress=sys.stderr.isatty())
 
 
-def _dry_run(args: argparse.Namespace, settings: Settings, cache_dir: Path) -> int:
+def _dry_run(args: argparse.Namespace, resolved: ResolvedCheck, cache_dir: Path) -> int:
+    """The data found and the plan, after every setting was checked; no model is loaded."""
     if args.synthetic:
         raise UsageError("--dry-run describes a data set on disk; it needs --data, not --synthetic")
     from audit.data.loading import describe_dry_run
 
+    settings = resolved.settings
     summary = describe_dry_run(_data_request(args, settings, cache_dir))
     n_models = 3 if settings.with_random_init else 2
-    folds = 5 if args.protocol else settings.folds
+    folds = STUDY_FOLDS if args.protocol else settings.folds
     summary["plan"] = {
-        "confounders": list(settings.confounders),
+        "confounders": list(resolved.confounders),
         "levels": list(settings.levels),
         "folds": folds,
         "models": n_models,
-        "runs": len(settings.confounders) * len(settings.levels) * folds * n_models,
+        "runs": len(resolved.confounders) * len(settings.levels) * folds * n_models,
     }
+    summary["resolved"] = resolved.record()
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
@@ -411,6 +476,17 @@ def _dry_run_text(summary: dict[str, Any]) -> str:
         f"plan:      {plan['runs']} fine-tuning runs = {len(plan['confounders'])} confounder(s) "
         f"({', '.join(plan['confounders'])}) x {len(plan['levels'])} level(s) x {plan['folds']} "
         f"fold(s) x {plan['models']} models"
+    )
+    resolved = summary["resolved"]
+    for rc in resolved["confounders"]:
+        params = ", ".join(f"{k}={v}" for k, v in rc["params"].items())
+        preset = f" (preset {rc['preset']})" if rc["preset"] else ""
+        lines.append(f"  {rc['name']}{preset}: {params or 'no parameters'}")
+    train = resolved["train"]
+    lines.append(
+        f"training:  {train['epochs']} epochs, batch {train['batch_size']}, lr {train['lr']:g}, "
+        f"patience {train['patience']}, input {train['input_size']} px, devices "
+        f"{', '.join(resolved['devices']) or 'the cluster'}"
     )
     lines.append("(use --json for the full summary)")
     return "\n".join(lines)
@@ -489,57 +565,65 @@ def run_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def resolve_probe_args(args: argparse.Namespace) -> ResolvedProbe:
+    """``probe``'s flags resolved through the same functions as ``check --probe``'s."""
+    from audit.resolve.confounders import resolve_confounders
+    from audit.resolve.constraints import check_setting
+    from audit.resolve.probe import resolve_probe
+
+    for key, value in (("seed", args.seed), ("probe.input_size", args.input_size),
+                       ("synthetic_patients", args.synthetic_patients)):  # fmt: skip
+        check_setting(key, value)
+    if args.image_size is not None:
+        check_setting("image_size", args.image_size)
+    names = tuple(c.strip() for c in args.confounders.split(",") if c.strip())
+    confounders = resolve_confounders(
+        names, _parse_params(args.param), args.modality, seed=args.seed, work_size=None
+    )
+    resolved = resolve_probe(
+        confounders, probe_options(args, check=False), alpha=args.alpha,
+        n_resamples=args.resamples, seed=args.seed,
+    )  # fmt: skip
+    if resolved.skipped:
+        raise UsageError(
+            f"confounder {resolved.skipped[0]!r} selects cases by an attribute; the probe "
+            "compares subgroups by sex only"
+        )
+    return resolved
+
+
 def run_probe(args: argparse.Namespace) -> int:
     """Check every flag, open the model, load the images, probe, write, and map the verdict."""
     from audit.hashing import file_sha256
-    from audit.probe.cohort import CohortOptions, load_probe_cohort, select_images
-    from audit.probe.decide import ProbeThresholds
+    from audit.probe.assemble import ShippedModel, open_probe, probe_cohort
+    from audit.probe.cohort import CohortOptions, load_probe_cohort
     from audit.probe.outputs import summary_lines, write_outputs
-    from audit.probe.pipeline import ProbeRequest, resolve_confounders
-    from audit.probe.pipeline import run_probe as probe
-    from audit.probe.preprocess import Preprocessor, resolve_input, resolve_normalization
-    from audit.probe.runner import ModelOptions, open_runner
-    from audit.probe.scores import choose_score
+    from audit.resolve.devices import resolve_devices
     from audit.verdict import exit_code_for
 
     cache_dir = args.cache_dir or default_cache_dir()
     _check_cache_outside_out(cache_dir, args.out)
-    thresholds = ProbeThresholds(
-        max_shift=args.max_shift, max_flip_rate=args.max_flip_rate, alpha=args.alpha,
-        n_resamples=args.resamples, seed=args.seed, max_sex_auc_gap=args.max_sex_auc_gap,
-        threshold=args.threshold,
+    resolved = resolve_probe_args(args)  # every value checked before any loading
+    device = resolve_devices(args.device)[0]
+    model = ShippedModel(
+        args.model, device, arch=args.arch, trust_code=args.trust_code,
+        trust_pickle=args.trust_pickle, input_size=args.input_size, channels=args.channels,
+        normalize=args.normalize, mean=args.mean, std=args.std,
     )  # fmt: skip
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size {args.batch_size}: use 1 or more")
-    names = tuple(c.strip() for c in args.confounders.split(",") if c.strip())
-    params = _parse_params(args.param)
-    resolve_confounders(names, params, args.modality)  # unknown names fail before any loading
-    runner = open_runner(
-        ModelOptions(args.model, args.device, args.arch, args.trust_code, args.trust_pickle)
-    )
-    spec = resolve_input(
-        runner.declared, args.model.name, input_size=args.input_size, channels=args.channels
-    )
-    normalization = resolve_normalization(args.normalize, args.mean, args.std, spec.channels)
-    choose_score(args.score_output, runner.trial(spec), args.model.name)  # before any loading
-    views = _parse_views(args.views)
+    opened = open_probe(model, resolved)
+    spec = opened.preprocessor.spec
     cohort = load_probe_cohort(
         CohortOptions(
             args.modality, args.image_size or min(2048, max(16, spec.height, spec.width)),
             cache_dir, path=args.data, synthetic=args.synthetic, source=args.source,
-            finding=args.finding, views=views, strict=args.strict,
+            finding=args.finding, views=_parse_views(args.views), strict=args.strict,
             synthetic_patients=args.synthetic_patients, seed=args.seed,
             progress=sys.stderr.isatty(),
         )
     )  # fmt: skip
-    selection = select_images(cohort, args.subset, args.max_images or None, args.seed)
-    results = probe(
-        ProbeRequest(
-            runner, Preprocessor(spec, normalization), cohort, selection, names, params,
-            thresholds, args.score_output, args.activation, args.batch_size,
-            command=_command_line(args), model_sha256=file_sha256(str(args.model)),
-            placebo=args.placebo,
-        )
+    results = probe_cohort(
+        opened, cohort, model_sha256=file_sha256(str(args.model)), subset=args.subset,
+        command=_command_line(args),
     )  # fmt: skip
     results_path, junit_path = write_outputs(results, args.out)
     print("\n".join(summary_lines(results)))

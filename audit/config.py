@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from audit.constants import STUDY_LEVELS
 from audit.errors import UsageError
+from audit.resolve.constraints import check_settings
 
-STUDY_LEVELS = (0.0, 0.1, 0.2, 0.5, 0.8, 1.0)
 NORMALIZATIONS = ("auto", "imagenet", "radimagenet", "none")
 INPUT_SCHEMES = ("imagenet", "radimagenet", "none")
 
@@ -48,9 +49,7 @@ class TrainSettings:
             raise UsageError(
                 f"normalize={self.normalize!r} is not accepted; use one of {', '.join(NORMALIZATIONS)}"
             )
-        for name in ("epochs", "batch_size", "input_size"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"{name}={getattr(self, name)} must be at least 1")
+        check_settings("train.", _field_values(self))
 
 
 @dataclass(frozen=True)
@@ -78,33 +77,21 @@ class Settings:
             raise UsageError(f"levels={list(self.levels)} must be fractions between 0 and 1")
         if len(set(self.levels)) != len(self.levels):
             raise UsageError(f"levels={list(self.levels)} holds a level twice")
-        if not _whole(self.seed) or self.seed < 0:
-            raise UsageError(f"seed={self.seed!r} must be a whole number >= 0")
-        if not _number(self.margin) or not 0.0 <= self.margin < 1.0:
-            raise UsageError(f"margin={self.margin!r} must be an AUC difference in [0, 1)")
-        if not _whole(self.n_resamples) or self.n_resamples < 1:
-            raise UsageError(f"resamples={self.n_resamples!r} must be a whole number >= 1")
+        check_settings("", _field_values(self))
         for name, params in self.confounder_params.items():
             if not isinstance(params, Mapping):
                 raise UsageError(
                     f"confounder_params.{name} must be a table of parameters, e.g. "
                     f"[confounder_params.{name}] in the settings file; got {params!r}"
                 )
-        if not _whole(self.folds) or self.folds < 1:
-            raise UsageError(f"folds={self.folds!r} must be a whole number >= 1")
-        if not 0.0 < self.val_fraction < 0.5 or not 0.0 < self.test_fraction < 0.5:
-            raise UsageError("val_fraction and test_fraction must lie between 0 and 0.5")
-        if not 0.0 < self.alpha < 0.5:
-            raise UsageError(f"alpha={self.alpha} must lie between 0 and 0.5")
         if self.counted_levels is not None and not set(self.counted_levels) <= set(self.levels):
             raise UsageError(
                 f"counted_levels={list(self.counted_levels)} must be a subset of levels={list(self.levels)}"
             )
 
 
-def _whole(value: object) -> bool:
-    """An int, not a bool (``True`` is an int to Python, not a count to a user)."""
-    return isinstance(value, int) and not isinstance(value, bool)
+def _field_values(settings: object) -> list[tuple[str, object]]:
+    return [(f.name, getattr(settings, f.name)) for f in dataclasses.fields(settings)]
 
 
 def _number(value: object) -> bool:

@@ -16,10 +16,13 @@ from typing import Any
 import torch
 
 from audit.config import Settings, TrainSettings
+from audit.constants import STUDY_LEVELS
 from audit.data.synthetic import PhantomSettings, make_phantom_cohort
 from audit.models.architectures import Backbone
 from audit.pipeline import AuditRequest, run_audit
 from audit.plan import ModelRef
+from audit.resolve.confounders import resolve_confounders
+from audit.resolve.devices import resolve_devices
 from audit.standins import PretrainRecipe, load_or_pretrain
 
 log = logging.getLogger(__name__)
@@ -48,7 +51,7 @@ def demo_settings(quick: bool, deterministic: bool) -> Settings:
         max_steps_per_epoch=2 if quick else None,
     )
     return Settings(
-        levels=(0.0, 1.0) if quick else (0.0, 0.1, 0.2, 0.5, 0.8, 1.0),
+        levels=(0.0, 1.0) if quick else STUDY_LEVELS,
         folds=1 if quick else 2,
         image_size=DEMO_IMAGE_SIZE,
         confounders=("tag", "sex") if quick else ("tag", "denoise", "noise", "sex"),
@@ -122,6 +125,13 @@ def run_demo_audit(
         models=models,
         out_dir=Path(out_dir),
         command=command,
-        device=device or default_demo_devices(),
+        devices=resolve_devices(device or default_demo_devices()),
+        confounders=resolve_confounders(
+            settings.confounders,
+            settings.confounder_params,
+            cohort.modality,
+            seed=settings.seed,
+            work_size=settings.image_size,
+        ),  # fmt: skip
     )
     return run_audit(request).results

@@ -39,7 +39,6 @@ INSTALL_HINT = (
     "--executor ray needs Ray, which is not installed; "
     "install the cluster extra: pip install 'medaudit[cluster]'"
 )
-RAY_DEVICES = ("cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -79,22 +78,6 @@ def require_ray() -> ModuleType:
     except ImportError:
         raise UsageError(INSTALL_HINT) from None
     return ray
-
-
-def ray_devices(requested: str | None) -> list[str]:
-    """``cpu`` or ``cuda`` (Ray picks each task's GPU), or [] to let the cluster's GPUs decide.
-
-    Unlike the local executor, the driver's own devices do not matter: it may have no GPU at all.
-    """
-    if not requested:
-        return []
-    names = [d.strip() for d in requested.split(",") if d.strip()]
-    if len(names) != 1 or names[0] not in RAY_DEVICES:
-        raise UsageError(
-            f"--device {requested!r} with --executor ray: use cpu or cuda "
-            "(Ray assigns each task its own GPU)"
-        )
-    return names
 
 
 def run_cells_on_ray(

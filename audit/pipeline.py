@@ -23,7 +23,7 @@ from audit.analysis import auc_summary, descriptive_statistics, ood_scores, oper
 from audit.atomic import atomic_write_text
 from audit.budget import budget_record
 from audit.config import Settings
-from audit.confounders import Confounder, get_confounder
+from audit.constants import ILLUSTRATIVE_NOTE
 from audit.data.cases import Cohort
 from audit.errors import UsageError
 from audit.hashing import canonical, content_hash
@@ -32,17 +32,17 @@ from audit.models.input_size import fit_input_size
 from audit.plan import ModelRef, RunSpec, build_runs
 from audit.report.examples import example_images
 from audit.report.provenance import environment_details
+from audit.resolve.confounders import ResolvedConfounder
 from audit.runner import AuditInputs, Outcome, execute
 from audit.schema import SCHEMA_VERSION, validate_results
 from audit.splits import PatientSplit, SplitTable, patient_split
 from audit.store import ResultsStore
-from audit.train.device import environment_fingerprint, parse_devices, set_determinism
+from audit.train.device import environment_fingerprint, set_determinism
 
 if TYPE_CHECKING:
     from audit.executors_ray import RayOptions
 
 log = logging.getLogger(__name__)
-ILLUSTRATIVE_NOTE = "illustrative: synthetic data"
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,8 @@ class AuditRequest:
     models: Sequence[tuple[ModelRef, Backbone]]
     out_dir: Path
     command: str = ""
-    device: str | None = None
-    extra_confounders: Mapping[str, Confounder] = dataclasses.field(default_factory=dict)
+    devices: tuple[str, ...] = ("cpu",)  # audit.resolve.resolve_devices: where runs go
+    confounders: Mapping[str, ResolvedConfounder] = dataclasses.field(default_factory=dict)
     protocol: str | None = None  # "source-matters": the study's image lists decide the splits
     executor: str = "local"  # or "ray": each cell a task on a Ray cluster
     ray_address: str | None = None  # None: a local Ray cluster started for this audit
@@ -69,24 +69,6 @@ class AuditOutputs:
     results_path: Path
     report_path: Path | None
     junit_path: Path | None
-
-
-def resolve_confounders(
-    settings: Settings, extra: Mapping[str, Confounder], modality: str = "cxr"
-) -> dict[str, tuple[Confounder, dict[str, Any]]]:
-    """Name -> (confounder, parameters): defaults <- preset <- settings, scaled at apply time.
-
-    A confounder with a preset named after the modality (noise: "ct", a CT HU window) uses it
-    unless the user chose a preset or set parameters themselves."""
-    resolved = {}
-    for name in settings.confounders:
-        conf = extra.get(name) or get_confounder(name)
-        overrides = dict(settings.confounder_params.get(name, {}))
-        preset = overrides.pop("preset", None)
-        if preset is None and not overrides and modality in conf.presets:
-            preset = modality
-        resolved[name] = (conf, conf.resolve_params(overrides, preset=preset))
-    return resolved
 
 
 def _split_counts(cohort: Cohort, split: PatientSplit) -> dict[str, Any]:
@@ -191,9 +173,7 @@ def _first_cell(confounders: Mapping[str, Any], settings: Settings) -> tuple[str
     return next(iter(confounders)), settings.levels[0]
 
 
-def split_table(
-    request: AuditRequest, confounders: Mapping[str, tuple[Confounder, Mapping[str, Any]]]
-) -> SplitTable:
+def split_table(request: AuditRequest) -> SplitTable:
     """One patient-level split for every cell, or the study's lists (per confounder and level)."""
     settings, cohort = request.settings, request.cohort
     if request.protocol is None:
@@ -205,7 +185,8 @@ def split_table(
     from audit.data.study_lists import preset_split
 
     specific = {}
-    for name, (conf, _) in confounders.items():
+    for name, resolved in request.confounders.items():
+        conf = resolved.confounder
         for level in settings.levels:
             split = preset_split(cohort, request.protocol, conf, level)
             if split is None:
@@ -221,13 +202,12 @@ def split_table(
 
 def build_results(
     request: AuditRequest,
-    confounders: Mapping[str, tuple[Confounder, Mapping[str, Any]]],
     splits: SplitTable,
     specs: Sequence[RunSpec],
     outcome: Outcome,
     environment: Mapping[str, str],
 ) -> dict[str, Any]:
-    settings, cohort = request.settings, request.cohort
+    settings, cohort, confounders = request.settings, request.cohort, request.confounders
     complete = not outcome.failed and len(outcome.results) == len(specs)
     roles = {ref.role for ref, _ in request.models}
     auc = auc_summary(outcome.results, settings.levels)
@@ -284,13 +264,13 @@ def build_results(
             "confounders": [
                 {
                     "name": name,
-                    "category": conf.category,
-                    "kind": conf.kind,
-                    "description": conf.description,
-                    "params": canonical(params),
-                    "has_clean_test": conf.has_clean_test,
+                    "category": rc.confounder.category,
+                    "kind": rc.kind,
+                    "description": rc.confounder.description,
+                    "params": canonical(rc.params),
+                    "has_clean_test": rc.confounder.has_clean_test,
                 }
-                for name, (conf, params) in confounders.items()
+                for name, rc in confounders.items()
             ],
         },
         "thresholds": {
@@ -332,19 +312,18 @@ def build_results(
     return _clean(results)
 
 
-def _placement(request: AuditRequest) -> tuple[list[str], RayOptions | None]:
-    """Devices and Ray options; Ray is checked for before any run, the driver's GPUs ignored."""
+def _ray_options(request: AuditRequest) -> RayOptions | None:
+    """Ray's options; Ray itself is checked for before any run."""
     if request.executor != "ray":
-        return parse_devices(request.device), None
-    from audit.executors_ray import RayOptions, ray_devices, require_ray
+        return None
+    from audit.executors_ray import RayOptions, require_ray
 
     require_ray()
-    options = RayOptions(
+    return RayOptions(
         address=request.ray_address,
         shared_cache=request.shared_cache,
         cpus_per_task=request.ray_cpus_per_task,
     )
-    return ray_devices(request.device), options
 
 
 def _environment(devices: Sequence[str], outcome: Outcome) -> dict[str, Any]:
@@ -363,13 +342,15 @@ def run_audit(request: AuditRequest) -> AuditOutputs:
     out_dir = Path(request.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     set_determinism(settings.train.deterministic)
-    devices, ray_options = _placement(request)
-    confounders = resolve_confounders(settings, request.extra_confounders, request.cohort.modality)
+    devices, ray_options = list(request.devices), _ray_options(request)
+    confounders = request.confounders
+    if not confounders:
+        raise UsageError("no confounder to audit")
     cohort = request.cohort
     models = [ref for ref, _ in request.models]
     if len({m.role for m in models}) != len(models):
         raise UsageError("each model role (user, reference, random-init) may appear only once")
-    splits = split_table(request, confounders)
+    splits = split_table(request)
     specs = build_runs(settings, models, confounders, cohort.manifest_hash(), splits)
     inputs = AuditInputs(
         cohort=cohort,
@@ -382,9 +363,7 @@ def run_audit(request: AuditRequest) -> AuditOutputs:
         base_seed=settings.seed,
     )
     outcome = execute(specs, inputs, ResultsStore(out_dir), devices, request.executor, ray_options)
-    results = build_results(
-        request, confounders, splits, specs, outcome, _environment(devices, outcome)
-    )
+    results = build_results(request, splits, specs, outcome, _environment(devices, outcome))
     validate_results(results)
     results_path = out_dir / "results.json"
     atomic_write_text(results_path, json.dumps(results, indent=2, allow_nan=False) + "\n")

@@ -18,6 +18,7 @@ from audit.config import INPUT_SCHEMES, Settings, TrainSettings
 from audit.confounders import Confounder
 from audit.data.cases import Cohort
 from audit.hashing import canonical, content_hash
+from audit.resolve.confounders import ResolvedConfounder
 from audit.splits import (
     PatientSplit,
     SampleSet,
@@ -101,15 +102,15 @@ def effective_train(train: TrainSettings, model: ModelRef) -> TrainSettings:
 def build_runs(
     settings: Settings,
     models: Sequence[ModelRef],
-    confounders: Mapping[str, tuple[Confounder, Mapping[str, Any]]],
+    confounders: Mapping[str, ResolvedConfounder],
     data_hash: str,
     splits: SplitTable,
 ) -> tuple[RunSpec, ...]:
     """The full grid, ordered so the runs of one cell follow each other (confound once per cell)."""
     specs = []
-    for name, (conf, params) in confounders.items():
-        frozen_params = tuple(sorted(params.items()))
-        code = confounder_code(conf)
+    for name, resolved in confounders.items():
+        frozen_params = tuple(sorted(resolved.params.items()))
+        code = confounder_code(resolved.confounder)
         for level in settings.levels:
             split = splits.get(name, level)
             split_hash = split.content_hash()

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from audit.confounders import Confounder, apply_confounder
+from audit.confounders import apply_confounder
 from audit.data.cases import Cohort
 from audit.errors import MedauditError, UsageError
 from audit.hashing import canonical, content_hash
 from audit.models.architectures import Backbone
 from audit.plan import RunSpec, cell_sets
+from audit.resolve.confounders import ResolvedConfounder
 from audit.splits import SampleSet, SplitTable
 from audit.store import ResultsStore
 from audit.train.device import run_threads, set_determinism
@@ -48,7 +49,7 @@ class Outcome:
 class AuditInputs:
     cohort: Cohort
     splits: SplitTable
-    confounders: Mapping[str, tuple[Confounder, Mapping[str, Any]]]
+    confounders: Mapping[str, ResolvedConfounder]
     backbones: Mapping[str, Backbone]
     base_seed: int
 
@@ -67,7 +68,8 @@ class CellBuilder:
         self._shared: dict[tuple[str, str, str], SetTensors] = {}
 
     def _tensors(self, name: str, sample_set: SampleSet, seed: int) -> SetTensors:
-        conf, params = self.inputs.confounders[name]
+        resolved = self.inputs.confounders[name]
+        conf, params = resolved.confounder, resolved.params
         cohort = self.inputs.cohort
         images = cohort.images[sample_set.indices]
         if conf.kind == "pixel":
@@ -84,7 +86,7 @@ class CellBuilder:
         return to_set_tensors(images, labels, case_ids, self.input_size, self.device)
 
     def build(self, name: str, level: float, fold: int) -> CellData:
-        conf, _ = self.inputs.confounders[name]
+        conf = self.inputs.confounders[name].confounder
         base = self.inputs.base_seed
         split = self.inputs.splits.get(name, level)
         sets = cell_sets(self.inputs.cohort, split, conf, level, fold, base)

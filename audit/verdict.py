@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from audit.errors import ExitCode
+from audit.resolve.constraints import check_setting
 from audit.stats import GapEstimate, bootstrap_shortcut_gap, breaking_point, holm
 
 VERDICTS = ("pass", "fail", "inconclusive")
@@ -42,18 +43,6 @@ CI_NOTE = (
     "that resample whole patients; verdicts use one-sided bootstrap p-values on the two-sided "
     "scale, Holm-adjusted across confounders."
 )
-
-
-def _check_number(name: str, value: object, low: float, high: float, *, open_ends: bool) -> float:
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        number = math.nan
-    inside = low < number < high if open_ends else low <= number <= high
-    if not (math.isfinite(number) and inside):
-        bounds = f"({low}, {high})" if open_ends else f"[{low}, {high}]"
-        raise ValueError(f"{name} must lie in {bounds}; got {value!r}.")
-    return number
 
 
 def _check_int(name: str, value: object, low: int) -> int:
@@ -79,11 +68,8 @@ class Thresholds:
     breaking_auc: float = 0.5
 
     def __post_init__(self) -> None:
-        _check_number("margin", self.margin, -1.0, 1.0, open_ends=False)
-        _check_number("alpha", self.alpha, 0.0, 1.0, open_ends=True)
-        _check_number("breaking_auc", self.breaking_auc, 0.0, 1.0, open_ends=False)
-        _check_int("n_resamples", self.n_resamples, 1)
-        _check_int("seed", self.seed, 0)
+        for key in ("margin", "alpha", "breaking_auc", "n_resamples", "seed"):
+            check_setting(key, getattr(self, key))
         if self.counted_levels is not None:
             levels = tuple(float(v) for v in self.counted_levels)
             if not levels or any(not 0.0 <= v <= 1.0 for v in levels):

@@ -42,8 +42,9 @@ from audit.data.cases import Cohort
 from audit.data.decode import decode_file
 from audit.data.loading import DataRequest
 from audit.models.architectures import Backbone, create_backbone
-from audit.pipeline import AuditRequest, resolve_confounders, split_table
+from audit.pipeline import AuditRequest, split_table
 from audit.plan import ModelRef, RunSpec, build_runs
+from audit.resolve.confounders import resolve_confounders
 from audit.runner import AuditInputs, CellBuilder, execute
 from audit.store import ResultsStore
 from audit.train.device import set_determinism
@@ -77,8 +78,11 @@ def plan(
     cohort: Cohort, settings: Settings, pairs: list[tuple[ModelRef, Backbone]], out: Path
 ) -> tuple[AuditInputs, tuple[RunSpec, ...]]:
     """The grid as ``run_audit`` plans it: confounders, patient split, run specs, inputs."""
-    confounders = resolve_confounders(settings, {})
-    splits = split_table(AuditRequest(settings, cohort, pairs, out), confounders)
+    confounders = resolve_confounders(
+        settings.confounders, settings.confounder_params, cohort.modality,
+        seed=settings.seed, work_size=settings.image_size,
+    )  # fmt: skip
+    splits = split_table(AuditRequest(settings, cohort, pairs, out, confounders=confounders))
     refs = [ref for ref, _ in pairs]
     specs = build_runs(settings, refs, confounders, cohort.manifest_hash(), splits)
     inputs = AuditInputs(

@@ -151,13 +151,11 @@ def test_a_model_built_for_one_size_is_probed_at_it() -> None:
     """torchvision's ViT takes only its own image size: the probe scores the model as it ships."""
     from types import SimpleNamespace
 
-    from audit.config import Settings, TrainSettings
-    from audit.probe.in_check import _probe_size
+    from audit.probe.assemble import native_input_size
 
-    settings = Settings(train=TrainSettings(input_size=64))
     vit_runner = SimpleNamespace(module=torchvision.models.VisionTransformer(
         image_size=32, patch_size=8, num_layers=1, num_heads=1, hidden_dim=8, mlp_dim=8))  # fmt: skip
     cnn_runner = SimpleNamespace(module=torchvision.models.resnet18())
-    assert _probe_size(vit_runner, settings) == 32
-    assert _probe_size(cnn_runner, settings) == 64
-    assert _probe_size(SimpleNamespace(), settings) == 64, "an ONNX session has no module"
+    assert native_input_size(vit_runner) == 32
+    assert native_input_size(cnn_runner) is None, "a CNN takes the audit's input size"
+    assert native_input_size(SimpleNamespace()) is None, "an ONNX session has no module"

@@ -313,6 +313,10 @@ def test_a_found_settings_file_cannot_make_medaudit_import_code(capsys, tmp_path
     make_nih_tree(tmp_path / "nih")
     (tmp_path / "sneaky_plugin.py").write_text(
         "from pathlib import Path\nPath(__file__).with_name('imported').write_text('yes')\n"
+        "from audit.confounders import Confounder\n"
+        "def make():\n"
+        "    return Confounder('sneaky', 'annotation', 'A test plugin.', 'pixel', {},"
+        " apply=lambda image, rng: image)\n"
     )
     (tmp_path / "medaudit.toml").write_text('confounders = ["tag", "sneaky_plugin:make"]\n')
     monkeypatch.chdir(tmp_path)
@@ -323,4 +327,5 @@ def test_a_found_settings_file_cannot_make_medaudit_import_code(capsys, tmp_path
     assert code == 2 and "names plugin confounder(s) sneaky_plugin:make" in err
     assert "--config medaudit.toml" in err and not (tmp_path / "imported").exists()
     code, out, _ = run_main([*args, "--config", "medaudit.toml"], capsys)
-    assert code == 0 and "(tag, sneaky_plugin:make)" in out  # named by the user: accepted
+    assert code == 0 and "(tag, sneaky)" in out  # named by the user: loaded and resolved
+    assert (tmp_path / "imported").exists()

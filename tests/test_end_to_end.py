@@ -30,7 +30,7 @@ def check_args(user: Path, reference: Path, out: Path, cache: Path) -> list[str]
         "--reference", str(reference), "--out", str(out), "--cache-dir", str(cache),
         "--confounders", "tag", "--levels", "0,1", "--folds", "1", "--epochs", "1",
         "--max-steps", "1", "--batch-size", "8", "--input-size", "32", "--image-size", "32",
-        "--synthetic-patients", "40", "--resamples", "50",
+        "--synthetic-patients", "40", "--resamples", "100",
     ]  # fmt: skip
 
 

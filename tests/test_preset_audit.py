@@ -23,7 +23,7 @@ def test_audit_on_the_study_lists_uses_their_folds_and_sex_pools(tmp_path: Path)
         str(tmp_path / "nih"), "--protocol", "source-matters", "--reference", str(tmp_path / "r.pt"),
         "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--confounders", "tag,sex",
         "--levels", "0,1", "--epochs", "1", "--max-steps", "1", "--batch-size", "16",
-        "--input-size", "32", "--image-size", "32", "--resamples", "50",
+        "--input-size", "32", "--image-size", "32", "--resamples", "100",
     ])  # fmt: skip
     assert code in (0, 1, 3)
     results = json.loads((out / "results.json").read_text())

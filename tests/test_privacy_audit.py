@@ -63,7 +63,7 @@ def test_no_identifier_reaches_any_output_of_a_full_audit(tmp_path: Path) -> Non
          "--data", str(manifest), "--reference", str(tmp_path / "reference.pt"), "--out", str(out),
          "--cache-dir", str(cache), "--confounders", "tag,noise", "--levels", "0,1", "--folds", "1",
          "--epochs", "1", "--max-steps", "1", "--batch-size", "8", "--input-size", "32",
-         "--image-size", "32", "--resamples", "50"],
+         "--image-size", "32", "--resamples", "100"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode in (0, 1, 3), done.stderr

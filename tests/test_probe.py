@@ -39,6 +39,7 @@ from audit.probe.preprocess import (
 )
 from audit.probe.runner import ModelOptions, OnnxRunner, TorchRunner, open_runner
 from audit.probe.scores import choose_activation, choose_score, to_scores
+from audit.resolve.confounders import resolve_confounders
 
 SIZE = 64
 PATIENTS = 60
@@ -117,8 +118,9 @@ def probe(
     spec = resolve_input(runner.declared, path.name, input_size=SIZE)
     prep = Preprocessor(spec, resolve_normalization(normalize, None, None, spec.channels))
     selection = select_images(cohort, None, None, 0)
+    resolved = resolve_confounders(confounders, {}, cohort.modality, seed=0, work_size=SIZE)
     request = ProbeRequest(
-        runner, prep, cohort, selection, confounders, {},
+        runner, prep, cohort, selection, resolved,
         ProbeThresholds(n_resamples=500, **thresholds), batch_size=16, placebo=placebo,
     )  # fmt: skip
     results = run_probe(request)

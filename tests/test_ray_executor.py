@@ -21,8 +21,9 @@ from PIL import Image
 
 from audit import cli, pipeline
 from audit.errors import UsageError
-from audit.executors_ray import RayOptions, ray_devices, task_options
+from audit.executors_ray import RayOptions, task_options
 from audit.models.tiny import TinyResNet
+from audit.resolve.devices import resolve_devices
 
 
 def import_ray():
@@ -84,7 +85,7 @@ def audit_args(models: tuple[Path, Path], data: list[str], out: Path, cache: Pat
         "--quiet", "check", str(user), "--modality", "cxr", *data, "--reference", str(reference),
         "--out", str(out), "--cache-dir", str(cache), "--confounders", "tag", "--levels", "0,1",
         "--folds", "1", "--epochs", "1", "--max-steps", "1", "--batch-size", "8",
-        "--input-size", "32", "--image-size", "32", "--resamples", "50", "--deterministic",
+        "--input-size", "32", "--image-size", "32", "--resamples", "100", "--deterministic",
     ]  # fmt: skip
 
 
@@ -153,8 +154,8 @@ def test_without_ray_the_cli_says_how_to_install_it(models, monkeypatch, capsys,
 
 @pytest.mark.parametrize("device", ["cuda:0,cuda:1", "cpu,cpu", "cuda:1", "tpu"])
 def test_ray_takes_a_device_type_not_a_list_of_devices(device: str) -> None:
-    with pytest.raises(UsageError, match="Ray assigns each task its own GPU"):
-        ray_devices(device)
+    with pytest.raises(UsageError, match="Ray assigns each task its GPU"):
+        resolve_devices(device, "ray")
 
 
 def test_a_cuda_cell_asks_for_one_gpu_and_a_cpu_cell_for_its_cpus() -> None:

@@ -35,6 +35,7 @@ from audit.probe.runner import ModelOptions, open_runner
 from audit.report.pdfa import results_bytes, sha256_hex
 from audit.report.probe_context import MAX_WORST_CASES, probe_context
 from audit.report.render import render_html, render_pdf, render_report
+from audit.resolve.confounders import resolve_confounders
 from audit.schema import validate_results
 
 AUDIT_FIXTURE = Path(__file__).parent / "data" / "report_results.json"
@@ -72,8 +73,9 @@ def _probe(path: Path, confounders: tuple[str, ...], **thresholds) -> dict:
     runner = open_runner(ModelOptions(path, "cpu", trust_code=True))
     spec = resolve_input(runner.declared, path.name, input_size=SIZE)
     prep = Preprocessor(spec, resolve_normalization("imagenet", None, None, spec.channels))
+    resolved = resolve_confounders(confounders, {}, cohort.modality, seed=0, work_size=SIZE)
     request = ProbeRequest(
-        runner, prep, cohort, select_images(cohort, None, None, 0), confounders, {},
+        runner, prep, cohort, select_images(cohort, None, None, 0), resolved,
         ProbeThresholds(n_resamples=200, **thresholds), batch_size=32,
         command=f"medaudit probe {path.name} --synthetic --trust-code",
         model_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),

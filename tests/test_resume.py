@@ -33,7 +33,7 @@ def audit_command(user: Path, reference: Path, out: Path, cache: Path) -> list[s
         "--synthetic", "--reference", str(reference), "--out", str(out), "--cache-dir", str(cache),
         "--confounders", "tag", "--levels", "0,0.5,1", "--folds", "1", "--epochs", "2",
         "--max-steps", "2", "--batch-size", "8", "--input-size", "32", "--image-size", "32",
-        "--synthetic-patients", "40", "--resamples", "50", "--deterministic",
+        "--synthetic-patients", "40", "--resamples", "100", "--deterministic",
     ]  # fmt: skip
 
 

@@ -30,7 +30,7 @@ def test_an_unexpected_error_in_one_run_keeps_every_other_run(tmp_path, monkeypa
         str(reference), "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
         "--confounders", "tag", "--levels", "0,0.5", "--folds", "1", "--epochs", "1",
         "--max-steps", "1", "--batch-size", "8", "--input-size", "32", "--image-size", "32",
-        "--synthetic-patients", "30", "--resamples", "50", "--no-report", "--device", "cpu",
+        "--synthetic-patients", "30", "--resamples", "100", "--no-report", "--device", "cpu",
     ])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 4, err

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from audit import stats
+from audit.errors import UsageError
 from audit.verdict import (
     AuditVerdict,
     GapInput,
@@ -186,11 +187,15 @@ def test_to_dict_is_json_ready_and_leaves_out_the_bootstrap_samples() -> None:
 
 
 def test_thresholds_reject_out_of_range_settings() -> None:
-    with pytest.raises(ValueError, match=r"alpha must lie in \(0.0, 1.0\)"):
+    with pytest.raises(
+        UsageError, match=r"alpha = 1.5 is not accepted: use a finite number in \(0, 0.5\)"
+    ):
         Thresholds(alpha=1.5)
     with pytest.raises(ValueError, match="counted_levels must be None or a non-empty tuple"):
         Thresholds(counted_levels=())
-    with pytest.raises(ValueError, match="n_resamples must be an integer >= 1"):
+    with pytest.raises(
+        UsageError, match="n_resamples = 0 is not accepted: use a whole number >= 100"
+    ):
         Thresholds(n_resamples=0)
 
 

@@ -25,6 +25,7 @@ from importlib import resources
 import numpy as np
 from sklearn.model_selection import GroupShuffleSplit
 
+from audit.constants import STUDY_LEVELS
 from audit.data.cases import Cohort
 from audit.errors import UsageError
 from audit.splits import PatientSplit
@@ -32,7 +33,7 @@ from audit.splits import PatientSplit
 PROTOCOLS = ("source-matters",)
 PRESET_FOLDER = "source-matters"
 N_FOLDS = 5
-SEX_LEVELS = (0.0, 0.1, 0.2, 0.5, 0.8, 1.0)
+SEX_LEVELS = STUDY_LEVELS  # the sex lists exist for every level of the study
 _POSITIVE = {"YES", "1", "ATELECTASIS"}
 _NEGATIVE = {"NO", "0", "NO FINDING"}
 

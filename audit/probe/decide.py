@@ -23,16 +23,15 @@ difference between subgroups alone cannot tell a shortcut from a genuinely harde
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from audit.errors import UsageError
 from audit.probe.measures import FlipRate, ShiftEstimate, SubgroupGap
+from audit.resolve.constraints import check_setting
 from audit.stats import holm
 from audit.verdict import overall_verdict
 
-NOT_GATED = "not-gated"
 CI_NOTE = (
     "Intervals are marginal two-sided (1 - alpha): mean shift by a paired percentile bootstrap "
     "that resamples whole patients (all of a patient's images together), flip rate exact "
@@ -54,22 +53,17 @@ class ProbeThresholds:
     threshold: float | None = None  # the operating threshold; None: Youden on clean images
 
     def __post_init__(self) -> None:
-        checks = (
-            ("--max-shift", self.max_shift, 0.0, 1.0),
-            ("--max-flip-rate", self.max_flip_rate, 0.0, 1.0),
-            ("--alpha", self.alpha, 0.0, 0.5),
-        )
-        for flag, value, low, high in checks:
-            if not low < value < high:
-                raise UsageError(f"{flag} {value}: use a number between {low:g} and {high:g}")
-        if self.max_sex_auc_gap is not None and not 0.0 < self.max_sex_auc_gap < 1.0:
-            raise UsageError(f"--max-sex-auc-gap {self.max_sex_auc_gap}: use a number in (0, 1)")
-        if self.threshold is not None and not math.isfinite(self.threshold):
-            raise UsageError(f"--threshold {self.threshold}: use a finite number")
-        if self.n_resamples < 100:
-            raise UsageError(f"--resamples {self.n_resamples}: use at least 100")
-        if self.seed < 0:
-            raise UsageError(f"--seed {self.seed}: use an integer >= 0")
+        """The same rows as the audit's settings: one accepted range per setting."""
+        for key, value in (
+            ("probe.max_shift", self.max_shift),
+            ("probe.max_flip_rate", self.max_flip_rate),
+            ("alpha", self.alpha),
+            ("n_resamples", self.n_resamples),
+            ("seed", self.seed),
+            ("probe.max_sex_auc_gap", self.max_sex_auc_gap),
+            ("probe.threshold", self.threshold),
+        ):
+            check_setting(key, value)
 
 
 @dataclass(frozen=True)

@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 
 from audit import __version__
-from audit.confounders import Confounder, apply_confounder, get_confounder
+from audit.confounders import Confounder, apply_confounder
+from audit.constants import ILLUSTRATIVE_NOTE, NOT_GATED
 from audit.data.cases import Cohort
 from audit.errors import UsageError
 from audit.hashing import canonical, content_hash
 from audit.probe.cohort import Selection
 from audit.probe.decide import (
     CI_NOTE,
-    NOT_GATED,
     Decision,
     Evidence,
     ProbeThresholds,
@@ -52,12 +52,12 @@ from audit.probe.scores import (
     to_scores,
 )
 from audit.report.provenance import environment_details
+from audit.resolve.confounders import ResolvedConfounder
+from audit.schema import SCHEMA_VERSION
 from audit.stats import youden_threshold
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "0"
-ILLUSTRATIVE_NOTE = "illustrative: synthetic data"
 _CHUNK = 256  # images confounded and held at once
 
 
@@ -67,8 +67,7 @@ class ProbeRequest:
     preprocessor: Preprocessor
     cohort: Cohort
     selection: Selection
-    confounders: tuple[str, ...] = ("tag", "denoise", "noise", "sex")
-    params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    confounders: Mapping[str, ResolvedConfounder]  # from audit.resolve: check --probe's too
     thresholds: ProbeThresholds = field(default_factory=ProbeThresholds)
     score_output: str | None = None
     activation: str = "auto"
@@ -76,9 +75,6 @@ class ProbeRequest:
     worst_count: int = 10
     command: str = ""
     model_sha256: str = ""
-    extra_confounders: Mapping[str, Confounder] = field(
-        default_factory=dict
-    )  # --confounder plugins
     placebo: bool = False  # also score each pixel confounder's placebo (descriptive)
 
 
@@ -112,31 +108,6 @@ class _Scorer:
         return np.concatenate(rows)
 
 
-def resolve_confounders(
-    names: tuple[str, ...],
-    params: Mapping[str, Mapping[str, Any]],
-    modality: str,
-    extra: Mapping[str, Confounder] | None = None,
-) -> dict[str, tuple[Confounder, dict[str, Any], str | None]]:
-    """Name -> (confounder, parameters, preset). Noise defaults to the modality's HU window;
-    ``extra`` holds confounders loaded from plugins, which the registry does not know."""
-    resolved = {}
-    for name in names:
-        conf = (extra or {}).get(name) or get_confounder(name)
-        if conf.kind == "sampling" and conf.attribute != "sex":
-            raise UsageError(
-                f"confounder {conf.name!r} selects cases by {conf.attribute!r}; the probe "
-                "compares subgroups by sex only"
-            )
-        overrides = dict(params.get(name, {}))
-        preset = overrides.pop("preset", None)
-        own = set(conf.presets.get(modality, {}))
-        if preset is None and modality in conf.presets and not own & set(overrides):
-            preset = modality  # e.g. noise in the modality's HU window, unless the user set it
-        resolved[conf.name] = (conf, conf.resolve_params(overrides, preset=preset), preset)
-    return resolved
-
-
 def confounder_seed(base: int, name: str) -> int:
     return int(content_hash([base, "probe", name], length=8), 16)
 
@@ -145,12 +116,8 @@ def run_probe(request: ProbeRequest, progress: Callable[[str], None] | None = No
     """Score, measure and decide; the results document (``"kind": "probe"``)."""
     say = progress or log.info
     runner, cohort, t = request.runner, request.cohort, request.thresholds
-    confounders = resolve_confounders(
-        request.confounders, request.params, cohort.modality, request.extra_confounders
-    )
-    if not any(c.kind == "pixel" for c, _, _ in confounders.values()) and (
-        t.max_sex_auc_gap is None
-    ):
+    confounders = request.confounders
+    if not any(rc.kind == "pixel" for rc in confounders.values()) and (t.max_sex_auc_gap is None):
         raise UsageError("nothing to gate: probe a pixel confounder or give --max-sex-auc-gap")
     outputs = runner.trial(request.preprocessor.spec)
     choice = choose_score(request.score_output, outputs, runner.file_name)
@@ -166,13 +133,14 @@ def run_probe(request: ProbeRequest, progress: Callable[[str], None] | None = No
     threshold, threshold_source = _operating_threshold(y, clean, t.threshold, activation)
     rows: list[dict[str, Any]] = []
     evidence: dict[str, Evidence] = {}
-    for name, (conf, params, preset) in confounders.items():
+    for name, resolved in confounders.items():
+        conf, params, preset = resolved.confounder, resolved.params, resolved.preset
         if conf.kind != "pixel":
             row, gate = _sampling_row(conf, cohort, idx, (y, patients), clean, t)
         else:
             say(f"scoring {len(idx)} images with confounder {name}")
             score = _scores_with(scorer, activation, cohort, idx)
-            seed = confounder_seed(t.seed, conf.name)
+            seed = confounder_seed(resolved.seed, conf.name)
             baseline = clean if conf.baseline is None else score(conf, False, seed, params)
             scores = (baseline, score(conf, True, seed, params))
             row, gate = _pixel_row(

@@ -25,6 +25,7 @@ from audit.errors import UsageError
 from audit.models import formats
 from audit.probe.onnx_file import first_line, inspect_onnx
 from audit.probe.preprocess import DTYPES, DeclaredInput, InputSpec
+from audit.train.device import parse_devices
 
 log = logging.getLogger(__name__)
 
@@ -111,17 +112,9 @@ def open_runner(options: ModelOptions) -> Runner:
 
 
 def _wants_cuda(device: str | None) -> tuple[bool, int]:
-    text = (device or "auto").strip().lower()
-    if text == "auto":
-        return torch.cuda.is_available(), 0
-    if text == "cpu":
-        return False, 0
-    if text.startswith("cuda"):
-        _, _, index = text.partition(":")
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {device}: no CUDA device is visible here; use --device cpu")
-        return True, int(index) if index.isdigit() else 0
-    raise UsageError(f"--device {device!r}: use auto, cpu, cuda or cuda:N")
+    """(CUDA?, index) of a device that ``audit.train.device.parse_devices`` resolved."""
+    chosen = torch.device(parse_devices(device)[0])
+    return chosen.type == "cuda", chosen.index or 0
 
 
 class OnnxRunner(Runner):

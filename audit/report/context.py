@@ -11,6 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from audit.constants import ILLUSTRATIVE_NOTE, STUDY_FOLDS, STUDY_LEVELS
 from audit.report.plots import (
     ROLE_COLOURS,
     ROLE_LABELS,
@@ -21,8 +22,6 @@ from audit.report.plots import (
 )
 
 NOT_RECORDED = "not recorded in this audit"
-STUDY_LEVELS = (0.0, 0.1, 0.2, 0.5, 0.8, 1.0)
-STUDY_FOLDS = 5
 TEST_SETS = ("ood", "iid", "clean")
 MODALITY_LABELS = {"cxr": "chest X-ray", "ct": "CT"}
 CATEGORY_NOTE = (
@@ -771,7 +770,7 @@ def report_context(
         "sha256": results_sha256,
         "rendered_utc": rendered_utc,
         "illustrative": bool(results["illustrative"]),
-        "illustrative_note": results.get("illustrative_note") or "illustrative: synthetic data",
+        "illustrative_note": results.get("illustrative_note") or ILLUSTRATIVE_NOTE,
         "overall": overall(results),
         "rows": rows,
         "thresholds": t,

@@ -17,6 +17,7 @@ import numpy as np
 
 from audit.confounders import Confounder, apply_confounder
 from audit.data.cases import Cohort
+from audit.resolve.confounders import ResolvedConfounder
 
 MAX_SIDE = 128
 
@@ -93,25 +94,30 @@ def example_pair(
 
 def example_images(
     cohort: Cohort,
-    confounders: Mapping[str, tuple[Confounder, Mapping[str, Any]]],
+    confounders: Mapping[str, ResolvedConfounder],
     seed: int,
     *,
     max_side: int = MAX_SIDE,
 ) -> dict[str, dict[str, Any]]:
     """Confounder name -> example pair, for every pixel confounder (sampling ones have none).
 
-    ``confounders`` is what ``audit.pipeline.resolve_confounders`` returns. The entry records the
+    ``confounders`` is what ``audit.resolve.resolve_confounders`` returns. The entry records the
     cohort's source and whether it is synthetic, never a case id or a patient key.
     """
     if len(cohort.cases) == 0:
         return {}
     index = _pick_index(cohort, seed)
     examples = {}
-    for name, (conf, params) in confounders.items():
-        if conf.kind != "pixel":
+    for name, resolved in confounders.items():
+        if resolved.kind != "pixel":
             continue
         pair = example_pair(
-            conf, params, cohort.images[index], seed=seed, image_id=index, max_side=max_side
+            resolved.confounder,
+            resolved.params,
+            cohort.images[index],
+            seed=seed,
+            image_id=index,
+            max_side=max_side,
         )
         pair["source"] = cohort.source
         pair["synthetic"] = bool(cohort.synthetic)

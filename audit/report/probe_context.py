@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from audit.constants import ILLUSTRATIVE_NOTE, NOT_GATED
 from audit.report.context import (
     MODALITY_LABELS,
     NOT_RECORDED,
@@ -25,7 +26,6 @@ from audit.report.context import (
     fmt_value,
 )
 
-NOT_GATED = "not-gated"
 MAX_WORST_CASES = 10
 SEX_GROUPS = (("F", "female (F)"), ("M", "male (M)"), ("unknown", "sex not recorded"))
 
@@ -384,7 +384,7 @@ def probe_context(probe: Mapping[str, Any]) -> dict[str, Any]:
         "timing": timing(probe),
         "ci_note": probe["verdict"].get("ci_note"),
         "illustrative": bool(probe.get("illustrative")),
-        "illustrative_note": probe.get("illustrative_note") or "illustrative: synthetic data",
+        "illustrative_note": probe.get("illustrative_note") or ILLUSTRATIVE_NOTE,
     }
 
 

@@ -17,23 +17,23 @@ def pick_device(requested: str | None = None) -> torch.device:
 
 
 def parse_devices(requested: str | None) -> list[str]:
-    """``cuda:0,cuda:1`` or ``cpu,cpu`` -> one worker per entry; None -> the best single device."""
-    if not requested:
+    """The one reading of ``--device``: ``cuda:0,cuda:1`` or ``cpu,cpu`` -> one worker per entry;
+    None or ``auto`` -> the best single device. The probe takes the first entry."""
+    from audit.resolve.constraints import SettingError
+
+    if not requested or requested.strip().lower() == "auto":
         return [pick_device().type]
     devices = [d.strip() for d in requested.split(",") if d.strip()]
+    accepted = "auto, cpu, cuda, cuda:N, or several comma-separated (cuda:0,cuda:1)"
+    if not devices:
+        raise SettingError("device", requested, accepted)
     for name in devices:
         try:
             device = torch.device(name)
         except RuntimeError:
-            from audit.errors import UsageError
-
-            raise UsageError(
-                f"--device {name!r} is not a torch device; use e.g. cpu, cuda, cuda:1"
-            ) from None
+            raise SettingError("device", name, accepted) from None
         if device.type == "cuda" and not torch.cuda.is_available():
-            from audit.errors import UsageError
-
-            raise UsageError(f"--device {name!r}: no CUDA device is available on this machine")
+            raise SettingError("device", name, "cpu (no CUDA device is available on this machine)")
     return devices
 
 

@@ -1,0 +1,13 @@
+"""Values several stages share, defined once so that they cannot drift apart."""
+
+from __future__ import annotations
+
+# The study's protocol (Juodelyte et al., Source Matters, 2024).
+STUDY_LEVELS = (0.0, 0.1, 0.2, 0.5, 0.8, 1.0)  # correlation levels of the confounder
+STUDY_FOLDS = 5  # train/validation folds, one run each
+
+# What every output of an audit of phantom data says about itself.
+ILLUSTRATIVE_NOTE = "illustrative: synthetic data"
+
+# The word results.json uses for a probe result that is reported but not gated.
+NOT_GATED = "not-gated"

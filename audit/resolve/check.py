@@ -1,0 +1,77 @@
+"""``check`` resolved: its settings, confounders, probe and devices, before anything loads."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from audit.config import Settings
+from audit.confounders import Confounder
+from audit.hashing import canonical
+from audit.resolve.confounders import ResolvedConfounder, resolve_confounders
+from audit.resolve.devices import resolve_devices
+from audit.resolve.probe import ProbeOptions, ResolvedProbe, resolve_probe
+
+
+@dataclass(frozen=True)
+class ResolvedCheck:
+    """Everything ``check`` decided before loading anything."""
+
+    settings: Settings
+    modality: str
+    confounders: Mapping[str, ResolvedConfounder]
+    probe: ResolvedProbe | None
+    devices: tuple[str, ...]
+    executor: str
+    protocol: str | None
+
+    def with_probe(self, options: ProbeOptions) -> ResolvedCheck:
+        """The same audit with ``--probe``: the probe takes the audit's seed, alpha, resamples,
+        confounders and parameters, as a standalone ``probe`` with those choices would."""
+        probe = resolve_probe(
+            self.confounders, options, alpha=self.settings.alpha,
+            n_resamples=self.settings.n_resamples, seed=self.settings.seed,
+        )  # fmt: skip
+        return replace(self, probe=probe)
+
+    def record(self) -> dict[str, Any]:
+        """What ``--dry-run --json`` shows: the effective settings a user is about to spend."""
+        from audit.resolve.probe import record
+
+        return {
+            "modality": self.modality,
+            "protocol": self.protocol,
+            "train": canonical(self.settings.train),
+            "confounders": [rc.record() for rc in self.confounders.values()],
+            "probe": record(self.probe) if self.probe else None,
+            "devices": list(self.devices),
+            "executor": self.executor,
+        }
+
+
+def resolve_check(
+    settings: Settings,
+    *,
+    modality: str,
+    extra: Mapping[str, Confounder] | None = None,
+    probe: ProbeOptions | None = None,
+    device: str | None = None,
+    executor: str = "local",
+    protocol: str | None = None,
+) -> ResolvedCheck:
+    """Resolve ``check`` (and, given ``probe``, its probe) from validated settings."""
+    confounders = resolve_confounders(
+        settings.confounders, settings.confounder_params, modality,
+        seed=settings.seed, work_size=settings.image_size, extra=extra,
+    )  # fmt: skip
+    resolved = ResolvedCheck(
+        settings=settings,
+        modality=modality,
+        confounders=confounders,
+        probe=None,
+        devices=resolve_devices(device, executor),
+        executor=executor,
+        protocol=protocol,
+    )
+    return resolved if probe is None else resolved.with_probe(probe)
