@@ -27,9 +27,3 @@ class UsageError(MedauditError):
     """Bad command line, settings or input data: the user can fix it."""
 
     exit_code = ExitCode.USAGE
-
-
-class IncompleteAudit(MedauditError):
-    """Some runs did not finish; no verdict may be drawn."""
-
-    exit_code = ExitCode.INTERNAL

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 4's by-hand run: the demo-sized plan (4 confounders x 6 levels x 2 folds x 2 models = 96
+# A by-hand run of the demo-sized plan (4 confounders x 6 levels x 2 folds x 2 models = 96
 # runs; 64 px, 20 epochs, 300 phantom patients) with a torchvision ResNet50 state_dict as the user
 # model and an official-layout RadImageNet ResNet50 file (`backbone.<i>.*` keys) as the reference,
 # both with random weights made here. Resumable: run it again and it says "N of 96 runs already

@@ -1,4 +1,4 @@
-"""The RadImageNet ResNet50 reference in each published layout (PROTOCOL.md).
+"""The RadImageNet ResNet50 reference in each published layout.
 
 Three files circulate and each needs its own reading:
 
@@ -10,8 +10,11 @@ Three files circulate and each needs its own reading:
   biases dropped, silently compute something else, so it gets its own module, `KerasResNet50`;
 - the Hugging Face mirror's `ResNet50.pt`: a plain torchvision state_dict.
 
-The formats name the layout so the run spec records which one, and with it how the source
-normalised its inputs.
+Each source normalised its inputs its own way: the official PyTorch example maps 0-255 pixels by
+(x - 127.5) * 2 / 255; the study fine-tuned the Keras weights after Keras's caffe-mode
+preprocessing (RGB to BGR, minus the BGR channel means [103.939, 116.779, 123.68]) and a 1/255
+rescale, and the port and the mirror carry those Keras weights. The formats name the layout so
+the run spec records which one, and with it how the source normalised its inputs.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ PREPROCESSING = "radimagenet"
 KERAS_ARCH = "keras-resnet50"
 SEQUENTIAL_LAYOUT = "sequential-children"
 
-# How each source normalised its inputs (PROTOCOL.md), recorded in LoadedModel.notes.
+# How each source normalised its inputs (see the module docstring), recorded in LoadedModel.notes.
 SOURCE_PREPROCESSING = {
     OFFICIAL: "source preprocessing: (x - 127.5) * 2 / 255 on 0-255 pixels (official PyTorch example)",
     KERAS_PORT: "source preprocessing: Keras caffe-mode mean subtraction, plus /255 (Keras weights)",
