@@ -3,4 +3,4 @@
 The package follows one direction of flow: source -> cohort -> plan -> runs -> analysis -> outputs.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

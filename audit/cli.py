@@ -10,7 +10,7 @@ import argparse
 import logging
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from audit import __version__
@@ -587,10 +587,24 @@ def path_placeholders(parser: argparse.ArgumentParser | None = None) -> dict[str
     return found
 
 
-def _configure_logging(debug: bool, quiet: bool) -> None:
+class _FlagNamingFormatter(logging.Formatter):
+    """Log lines name options by their flag, as error lines do (see flags_for_names)."""
+
+    def __init__(self, rename: Callable[[str], str] | None) -> None:
+        super().__init__("medaudit: %(message)s")
+        self.rename = rename
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return self.rename(text) if self.rename else text
+
+
+def _configure_logging(
+    debug: bool, quiet: bool, rename: Callable[[str], str] | None = None
+) -> None:
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("medaudit: %(message)s"))
+    handler.setFormatter(_FlagNamingFormatter(rename))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -605,9 +619,32 @@ def _by_flag(error: SettingError, args: argparse.Namespace) -> SettingError:
     return error.named(flag) if flag and flag in typed else error
 
 
-def _flags_for_keys(message: str, args: argparse.Namespace) -> str:
-    """A message that advises a setting by its key (``probe.max_sex_auc_gap``) names the flag."""
-    for key, flag in SETTING_FLAGS.get(args.handler, {}).items():
+def option_flags(parser: argparse.ArgumentParser, command: str | None) -> dict[str, str]:
+    """Option name (argparse's dest, e.g. ``trust_code``) -> its flag on ``command`` (and on the
+    command's own sub-commands, such as ``reference fetch``)."""
+    found: dict[str, str] = {}
+    pending, top = [parser], True
+    while pending:
+        current = pending.pop()
+        for action in current._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                pending.extend(p for n, p in action.choices.items() if not top or n == command)
+            elif action.option_strings and action.dest not in found and not top:
+                found[action.dest] = max(action.option_strings, key=len)
+        top = False
+    return found
+
+
+def flags_for_names(message: str, flags: dict[str, str], settings: dict[str, str]) -> str:
+    """Domain code names an option as `name` (its keyword, e.g. `trust_code`) and a setting by its
+    key (``probe.max_sex_auc_gap``); on the command line the message names the flag instead."""
+
+    def option(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return flags.get(name) or settings.get(name) or name
+
+    message = re.sub(r"`([a-z_][a-z0-9_.]*)`", option, message)
+    for key, flag in settings.items():
         if "." in key:
             message = re.sub(rf"(?<![\w.-]){re.escape(key)}(?![\w])", flag, message)
     return message
@@ -620,8 +657,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help exits 0, bad usage exits 2
         return int(exc.code or 0)
-    _configure_logging(args.debug, args.quiet)
+    flags, settings = option_flags(parser, args.command), SETTING_FLAGS.get(args.handler, {})
+    _configure_logging(args.debug, args.quiet, lambda text: flags_for_names(text, flags, settings))
     args.typed = list(sys.argv[1:] if argv is None else argv)  # for the recorded command
+    args.path_placeholders = path_placeholders(parser)  # what the record hides
     try:
         from audit import commands
 
@@ -634,7 +673,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MedauditError as exc:
         if args.debug:
             log.exception("error")
-        print(f"medaudit: error: {_flags_for_keys(str(exc), args)}", file=sys.stderr)
+        said = flags_for_names(str(exc), flags, settings)
+        print(f"medaudit: error: {said}", file=sys.stderr)
         return int(exc.exit_code)
     except SystemExit as exc:  # a plugin or library tried to end the process: never a pass
         print(

@@ -11,9 +11,9 @@ import sys
 from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
-from audit.config import Settings, build_settings, find_config_file, read_config_table
 from audit.constants import STUDY_FOLDS
 from audit.errors import ExitCode, UsageError
+from audit.resolve.settings import Settings, build_settings, find_config_file, read_config_table
 
 if TYPE_CHECKING:
     from audit.resolve.check import ResolvedCheck
@@ -95,10 +95,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def _command_line(args: argparse.Namespace) -> str:
     """The command as typed, for the record, minus what may identify a patient: the value of every
     path option (``--data``, ``--out``...) becomes a placeholder such as ``<data>``, and a
-    positional file (the model, a results.json) keeps only its file name."""
-    from audit.cli import path_placeholders
-
-    placeholders = path_placeholders()
+    positional file (the model, a results.json) keeps only its file name. The command line
+    hands over which options take a path (``args.path_placeholders``), read from its parser."""
+    placeholders = args.path_placeholders
     words, hide_next = ["medaudit"], None
     for word in getattr(args, "typed", sys.argv[1:]):
         if hide_next:
@@ -172,7 +171,7 @@ def _exit_code(results: dict[str, Any], inconclusive_exit: int) -> int:
     """The audit's verdict; with ``--probe`` the worse of the audit's and the probe's."""
     if not results["status"]["complete"] or results.get("verdict") is None:
         return int(ExitCode.INTERNAL)
-    from audit.verdict import exit_code_for
+    from audit.analysis.verdict import exit_code_for
 
     return exit_code_for(results["gate"]["overall"], inconclusive_exit)
 
@@ -204,6 +203,7 @@ def resolve_check_args(args: argparse.Namespace) -> ResolvedCheck:
     """``check``'s flags and settings file, resolved and checked; nothing is loaded yet."""
     from audit.resolve.check import resolve_check
     from audit.resolve.constraints import SettingError, check_setting
+    from audit.resolve.devices import ExecutorChoice
 
     extra = _extra_confounders(args)
     settings = settings_from_args(args)
@@ -211,7 +211,6 @@ def resolve_check_args(args: argparse.Namespace) -> ResolvedCheck:
         names = tuple(dict.fromkeys([*settings.confounders, *extra]))
         settings = dataclasses.replace(settings, confounders=names)
     _check_probe_flags(args)
-    check_setting("ray.cpus_per_task", args.ray_cpus_per_task)
     if args.synthetic:
         check_setting("synthetic_patients", args.synthetic_patients)
     resolved = resolve_check(
@@ -219,7 +218,9 @@ def resolve_check_args(args: argparse.Namespace) -> ResolvedCheck:
         modality=args.modality,
         extra=extra,
         device=args.device,
-        executor=args.executor,
+        executor=ExecutorChoice(
+            args.executor, args.ray_address, args.shared_cache, args.ray_cpus_per_task
+        ),
         protocol=None if args.synthetic else args.protocol,
     )
     if not args.probe:
@@ -240,7 +241,7 @@ def probe_options(args: argparse.Namespace, *, check: bool) -> ProbeOptions:
     return ProbeOptions(
         max_shift=args.max_shift, max_flip_rate=args.max_flip_rate,
         max_sex_auc_gap=args.max_sex_auc_gap, threshold=args.threshold,
-        max_images=images if images != 0 else None,
+        max_images=images,
         batch_size=ProbeOptions.batch_size if check else args.batch_size,
         score_output=args.score_output, activation=args.activation, placebo=args.placebo,
     )  # fmt: skip
@@ -254,7 +255,8 @@ def run_check(args: argparse.Namespace) -> int:
     settings = resolved.settings
     cache_dir = args.cache_dir or default_cache_dir()
     _check_cache_outside_out(cache_dir, args.out)
-    _check_executor_options(args)
+    if args.shared_cache is not None:
+        _check_cache_outside_out(args.shared_cache, args.out, "--shared-cache")
     if args.dry_run:
         return _dry_run(args, resolved, cache_dir)
     user = load_model(
@@ -290,10 +292,7 @@ def run_check(args: argparse.Namespace) -> int:
         devices=resolved.devices,
         confounders=resolved.confounders,
         protocol=resolved.protocol,
-        executor=args.executor,
-        ray_address=args.ray_address,
-        shared_cache=args.shared_cache,
-        ray_cpus_per_task=args.ray_cpus_per_task,
+        executor=resolved.executor,
         probe=probe_results,
         write_report=not args.no_report,
     )
@@ -307,7 +306,7 @@ def _audited_models(
 ) -> list:
     """(ModelRef, backbone) of each arm: the user's model, the reference, and the optional
     random-initialisation control."""
-    from audit.plan import ModelRef
+    from audit.plan.grid import ModelRef
 
     models = [
         (
@@ -499,16 +498,8 @@ def _check_cache_outside_out(cache_dir: Path, out_dir: Path, flag: str = "--cach
         raise UsageError(f"{flag} must not be inside --out: CI systems upload --out")
 
 
-def _check_executor_options(args: argparse.Namespace) -> None:
-    """Ray's options mean nothing to the local executor: say so rather than ignore them."""
-    if args.executor != "ray" and (args.ray_address or args.shared_cache):
-        raise UsageError("--ray-address and --shared-cache work with --executor ray; add it")
-    if args.shared_cache is not None:
-        _check_cache_outside_out(args.shared_cache, args.out, "--shared-cache")
-
-
 def run_demo(args: argparse.Namespace) -> int:
-    from audit.demo import run_demo_audit
+    from audit.demo.run import run_demo_audit
 
     cache_dir = args.cache_dir or default_cache_dir()
     _check_cache_outside_out(cache_dir, args.out)
@@ -542,7 +533,7 @@ def run_report(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.results.name} is not medaudit results: not a JSON object")
     import jsonschema
 
-    from audit.probe.outputs import validate_probe_results
+    from audit.schema import validate_probe_results
 
     validate = validate_probe_results if results.get("kind") == "probe" else validate_results
     try:
@@ -594,12 +585,12 @@ def resolve_probe_args(args: argparse.Namespace) -> ResolvedProbe:
 
 def run_probe(args: argparse.Namespace) -> int:
     """Check every flag, open the model, load the images, probe, write, and map the verdict."""
-    from audit.hashing import file_sha256
+    from audit.analysis.verdict import exit_code_for
+    from audit.common.hashing import file_sha256
     from audit.probe.assemble import ShippedModel, open_probe, probe_cohort
     from audit.probe.cohort import CohortOptions, load_probe_cohort
     from audit.probe.outputs import summary_lines, write_outputs
     from audit.resolve.devices import resolve_devices
-    from audit.verdict import exit_code_for
 
     cache_dir = args.cache_dir or default_cache_dir()
     _check_cache_outside_out(cache_dir, args.out)

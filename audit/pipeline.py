@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -19,28 +18,34 @@ import numpy as np
 import torch
 
 from audit import __version__
-from audit.analysis import auc_summary, descriptive_statistics, ood_scores, operating_summary
-from audit.atomic import atomic_write_text
-from audit.budget import budget_record
-from audit.config import Settings
+from audit.analysis.budget import budget_record
+from audit.analysis.summaries import (
+    auc_summary,
+    descriptive_statistics,
+    ood_scores,
+    operating_summary,
+)
+from audit.common.hashing import canonical, content_hash
+from audit.confounders.examples import example_images
 from audit.constants import ILLUSTRATIVE_NOTE
 from audit.data.cases import Cohort
 from audit.errors import UsageError
-from audit.hashing import canonical, content_hash
 from audit.models.architectures import Backbone
 from audit.models.input_size import fit_input_size
-from audit.plan import ModelRef, RunSpec, build_runs
-from audit.report.examples import example_images
-from audit.report.provenance import environment_details
+from audit.plan.grid import ModelRef, RunSpec, build_runs
+from audit.plan.splits import PatientSplit, SplitTable, split_table
 from audit.resolve.confounders import ResolvedConfounder
-from audit.runner import AuditInputs, Outcome, execute
-from audit.schema import SCHEMA_VERSION, validate_results
-from audit.splits import PatientSplit, SplitTable, patient_split
-from audit.store import ResultsStore
+from audit.resolve.devices import ExecutorChoice
+from audit.resolve.settings import Settings
+from audit.run.cells import AuditInputs
+from audit.run.execute import Outcome, execute
+from audit.run.provenance import environment_details
+from audit.run.store import ResultsStore
+from audit.schema import SCHEMA_VERSION, write_results
 from audit.train.device import environment_fingerprint, set_determinism
 
 if TYPE_CHECKING:
-    from audit.executors_ray import RayOptions
+    from audit.run.ray_cluster import RayOptions
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +57,10 @@ class AuditRequest:
     models: Sequence[tuple[ModelRef, Backbone]]
     out_dir: Path
     command: str = ""
-    devices: tuple[str, ...] = ("cpu",)  # audit.resolve.resolve_devices: where runs go
+    devices: tuple[str, ...] = ("cpu",)  # audit.resolve.devices.resolve_devices: where runs go
     confounders: Mapping[str, ResolvedConfounder] = dataclasses.field(default_factory=dict)
     protocol: str | None = None  # "source-matters": the study's image lists decide the splits
-    executor: str = "local"  # or "ray": each cell a task on a Ray cluster
-    ray_address: str | None = None  # None: a local Ray cluster started for this audit
-    shared_cache: Path | None = None  # a folder every Ray node sees: images go there, not by value
-    ray_cpus_per_task: int = 1
+    executor: ExecutorChoice = dataclasses.field(default_factory=ExecutorChoice)
     probe: Mapping[str, Any] | None = None  # `check --probe`: the probe's results, run first
     write_report: bool = True  # False: no report.pdf (render it later with `medaudit report`)
 
@@ -111,7 +113,7 @@ def _verdict(
     """The pre-declared verdict, or None when runs are missing (an incomplete audit decides nothing)."""
     if outcome.failed or not has_reference:
         return None
-    from audit.verdict import GapInput, Thresholds, baseline_adjusted_gap, decide, to_dict
+    from audit.analysis.verdict import GapInput, Thresholds, baseline_adjusted_gap, decide, to_dict
 
     thresholds = Thresholds(
         margin=settings.margin,
@@ -141,7 +143,7 @@ def _verdict(
 def _gate(audit_overall: str, probe: Mapping[str, Any] | None) -> dict[str, Any]:
     """What the exit code and a CI gate follow: the audit's verdict, or with ``check --probe``
     the worse of the audit's and the probe's."""
-    from audit.verdict import overall_verdict
+    from audit.analysis.verdict import overall_verdict
 
     probe_overall = probe["verdict"]["overall"] if probe else None
     verdicts = [audit_overall] + ([probe_overall] if probe_overall else [])
@@ -171,33 +173,6 @@ def _example_cohort(cohort: Cohort, settings: Settings) -> Cohort:
 
 def _first_cell(confounders: Mapping[str, Any], settings: Settings) -> tuple[str, float]:
     return next(iter(confounders)), settings.levels[0]
-
-
-def split_table(request: AuditRequest) -> SplitTable:
-    """One patient-level split for every cell, or the study's lists (per confounder and level)."""
-    settings, cohort = request.settings, request.cohort
-    if request.protocol is None:
-        split = patient_split(
-            cohort.patients, n_folds=settings.folds, val_fraction=settings.val_fraction,
-            test_fraction=settings.test_fraction, seed=settings.seed,
-        )  # fmt: skip
-        return SplitTable(default=split)
-    from audit.data.study_lists import preset_split
-
-    specific = {}
-    for name, resolved in request.confounders.items():
-        conf = resolved.confounder
-        for level in settings.levels:
-            split = preset_split(cohort, request.protocol, conf, level)
-            if split is None:
-                raise UsageError(
-                    f"--protocol {request.protocol} has no image lists for confounder {name!r}; "
-                    "audit it without --protocol"
-                )
-            if conf.kind == "sampling":
-                split = dataclasses.replace(split, presampled=True)
-            specific[(name, float(level))] = split
-    return SplitTable(default=None, specific=specific)
 
 
 def build_results(
@@ -269,6 +244,9 @@ def build_results(
                     "description": rc.confounder.description,
                     "params": canonical(rc.params),
                     "has_clean_test": rc.confounder.has_clean_test,
+                    "preset": rc.preset,
+                    "work_size": rc.work_size,
+                    "to_input": rc.to_input,
                 }
                 for name, rc in confounders.items()
             ],
@@ -314,15 +292,14 @@ def build_results(
 
 def _ray_options(request: AuditRequest) -> RayOptions | None:
     """Ray's options; Ray itself is checked for before any run."""
-    if request.executor != "ray":
+    choice = request.executor
+    if choice.name != "ray":
         return None
-    from audit.executors_ray import RayOptions, require_ray
+    from audit.run.ray_cluster import RayOptions, require_ray
 
     require_ray()
     return RayOptions(
-        address=request.ray_address,
-        shared_cache=request.shared_cache,
-        cpus_per_task=request.ray_cpus_per_task,
+        address=choice.address, shared_cache=choice.shared_cache, cpus_per_task=choice.cpus_per_task
     )
 
 
@@ -350,7 +327,7 @@ def run_audit(request: AuditRequest) -> AuditOutputs:
     models = [ref for ref, _ in request.models]
     if len({m.role for m in models}) != len(models):
         raise UsageError("each model role (user, reference, random-init) may appear only once")
-    splits = split_table(request)
+    splits = split_table(settings, cohort, confounders, request.protocol)
     specs = build_runs(settings, models, confounders, cohort.manifest_hash(), splits)
     inputs = AuditInputs(
         cohort=cohort,
@@ -362,11 +339,11 @@ def run_audit(request: AuditRequest) -> AuditOutputs:
         },
         base_seed=settings.seed,
     )
-    outcome = execute(specs, inputs, ResultsStore(out_dir), devices, request.executor, ray_options)
+    outcome = execute(
+        specs, inputs, ResultsStore(out_dir), devices, request.executor.name, ray_options
+    )
     results = build_results(request, splits, specs, outcome, _environment(devices, outcome))
-    validate_results(results)
-    results_path = out_dir / "results.json"
-    atomic_write_text(results_path, json.dumps(results, indent=2, allow_nan=False) + "\n")
+    results_path = write_results(results, out_dir / "results.json")
     from audit.report.junit import write_junit
     from audit.report.render import drop_stale_report, render_report_or_warn
 

@@ -1,7 +1,7 @@
 """Wall time of one confounder's grid: medaudit's runner against the same runs, naively, in one run.
 
 medaudit: the PNGs are decoded once into the cache (``load_cohort``, its workers started as
-under ``medaudit check``), then ``audit.runner.execute`` runs the grid (levels x folds x 2 models)
+under ``medaudit check``), then ``audit.run.execute`` runs the grid (levels x folds x 2 models)
 cell by cell: each (confounder, level, fold) is confounded once and shared by both models, and
 every finished run goes to the results store.
 Naive, as a user script does it: the same run specs one after another, each decoding every PNG
@@ -37,16 +37,17 @@ import torch
 # bench/ is on sys.path when this file runs as a script: the PNG maker is shared.
 from train_throughput import PIXEL_CONFOUNDERS, SIDE, load_cohort_as_cli, make_pngs
 
-from audit.config import Settings, TrainSettings
 from audit.data.cases import Cohort
 from audit.data.decode import decode_file
 from audit.data.loading import DataRequest
 from audit.models.architectures import Backbone, create_backbone
-from audit.pipeline import AuditRequest, split_table
-from audit.plan import ModelRef, RunSpec, build_runs
+from audit.plan.grid import ModelRef, RunSpec, build_runs
+from audit.plan.splits import split_table
 from audit.resolve.confounders import resolve_confounders
-from audit.runner import AuditInputs, CellBuilder, execute
-from audit.store import ResultsStore
+from audit.resolve.settings import Settings, TrainSettings
+from audit.run.cells import AuditInputs, CellBuilder
+from audit.run.execute import execute
+from audit.run.store import ResultsStore
 from audit.train.device import set_determinism
 from audit.train.engine import RunResult, fine_tune
 
@@ -82,7 +83,7 @@ def plan(
         settings.confounders, settings.confounder_params, cohort.modality,
         seed=settings.seed, work_size=settings.image_size,
     )  # fmt: skip
-    splits = split_table(AuditRequest(settings, cohort, pairs, out, confounders=confounders))
+    splits = split_table(settings, cohort, confounders)
     refs = [ref for ref, _ in pairs]
     specs = build_runs(settings, refs, confounders, cohort.manifest_hash(), splits)
     inputs = AuditInputs(

@@ -7,7 +7,7 @@ uint8 array), then read every epoch from it. Both sides use the same number of p
 noise, so they compress like real films rather than like pure noise).
 
     python bench/decode.py              # 200 images, quick (CI)
-    python bench/decode.py --full       # 1,000 images, as the issue asks
+    python bench/decode.py --full       # 1,000 images, the full size
     python bench/decode.py --count 3000 --epochs 5 --workers 2
 """
 
@@ -92,7 +92,7 @@ def cached_epoch(images: np.ndarray, batch: int = 256) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=200, help="synthetic PNGs (default 200)")
-    parser.add_argument("--full", action="store_true", help="1,000 images (the issue's size)")
+    parser.add_argument("--full", action="store_true", help="1,000 images (the full size)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs read (default 3)")
     parser.add_argument("--size", type=int, default=256, help="decoded side (default 256)")
     parser.add_argument("--workers", type=int, default=1, help="processes for both sides")

@@ -5,7 +5,7 @@ once as a state_dict and once exported to ONNX; both files are opened by the pro
 (``audit.probe.runner``), so this measures what ``medaudit probe`` runs. The images are phantom
 radiographs at the input size, preprocessed once, so only the model is timed. With ``--probe`` the
 whole ``medaudit probe`` (tag, denoise, noise, sex) also runs on the ONNX file and its wall time is
-printed: the issue's target is a ResNet50 on 200 images in under 2 minutes on the CPU.
+printed: the target is a ResNet50 on 200 images in under 2 minutes on the CPU.
 
     python bench/probe.py                          # resnet50, 200 images, 224 px
     python bench/probe.py --arch resnet18 --images 64 --repeats 1    # quick

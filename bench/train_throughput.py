@@ -7,7 +7,7 @@ scale 0.9-1.1, shear 0.1 deg, bilinear), ``Grayscale(3)``, ``ToTensor`` and ``No
 ``DataLoader`` with ``num_workers=2``. medaudit: decode once into the uint8 cache
 (``load_cohort``), confound once, resize once to the input size and keep uint8 on the device
 (``to_set_tensors``); per batch ``normalise`` and one batched ``random_affine``, and the engine's
-own training step (``audit.train.engine._train_epoch``).
+own training step (``audit.train.engine.train_epoch``).
 
 Both sides get the same model, optimizer, batch size, torch thread count and timed steps, bf16
 autocast and channels_last on CUDA. Printed: (a) the data path alone, images made ready on the
@@ -50,16 +50,16 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torchvision import transforms as T
 
-from audit.config import TrainSettings
 from audit.confounders import Confounder, apply_confounder, get_confounder
 from audit.data.cases import Cohort
 from audit.data.loading import DataRequest, load_cohort
 from audit.data.synthetic import PhantomSettings, make_phantom_cohort
 from audit.models.architectures import create_backbone
-from audit.plan import RunSpec
+from audit.plan.grid import RunSpec
+from audit.resolve.settings import TrainSettings
 from audit.train.augment import random_affine
 from audit.train.device import autocast, set_determinism
-from audit.train.engine import Classifier, _batches, _train_epoch
+from audit.train.engine import Classifier, batch_indices, train_epoch
 from audit.train.tensors import IMAGENET_MEAN, IMAGENET_STD, SetTensors, normalise, to_set_tensors
 
 SIDE = 1024
@@ -308,7 +308,7 @@ def measure_data_path(work, data, args, device) -> Rates:
     aug = torch.Generator(device=device).manual_seed(1)
 
     def our_step() -> int:
-        idx = _batches(len(data), args.batch_size, order)[0].to(device)
+        idx = batch_indices(len(data), args.batch_size, order)[0].to(device)
         our_batch(data, idx, settings, aug)
         return len(idx)
 
@@ -350,7 +350,7 @@ def _our_end_to_end(data: SetTensors, args: argparse.Namespace, device: torch.de
     per_step = min(args.batch_size, len(data))
 
     def step() -> int:  # one engine epoch cut to one step: the engine's own code path
-        _train_epoch(model, optimizer, data, spec, order, aug, device)
+        train_epoch(model, optimizer, data, spec, order, aug, device)
         return per_step
 
     return images_per_second(step, args.steps, device)

@@ -6,7 +6,7 @@ import dataclasses
 
 import torch
 
-from audit.config import TrainSettings
+from audit.resolve.settings import TrainSettings
 from audit.train.augment import random_affine, random_affine_matrices
 from audit.train.tensors import normalise
 

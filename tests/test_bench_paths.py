@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from audit.config import TrainSettings
+from audit.resolve.settings import TrainSettings
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "train_throughput.py"
 CACHE_SIZE = 128

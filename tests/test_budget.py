@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from audit.budget import budget_record, deviations
-from audit.config import Settings, TrainSettings
+from audit.analysis.budget import budget_record, deviations
 from audit.report.context import budget
+from audit.resolve.settings import Settings, TrainSettings
 
 
 def test_the_study_protocol_departs_from_nothing() -> None:

@@ -194,7 +194,7 @@ def test_dry_run_prints_the_cohort_and_the_plan(capsys, tmp_path) -> None:
 def test_training_path_imports_no_optional_heavy_library() -> None:
     """A GPU machine without weasyprint, pydicom, onnxruntime or Ray can still train."""
     code = (
-        "import sys, audit.pipeline, audit.runner, audit.train.engine, audit.demo, audit.commands; "
+        "import sys, audit.pipeline, audit.run.cells, audit.train.engine, audit.demo.run, audit.commands; "
         "heavy = [m for m in ('weasyprint', 'pydicom', 'onnxruntime', 'ray') if m in sys.modules]; "
         "print(','.join(heavy))"
     )
@@ -279,7 +279,9 @@ def test_a_gpu_node_without_the_optional_libraries_runs_check_no_report(tmp_path
 def test_the_recorded_command_hides_every_path_value() -> None:
     typed = ["check", "/models/net.pt", "--data", "/exports/site-DOE_JOHN/", "--out=/o/PID123",
              "--cache", "C:\\cases\\MRN42", "--finding", "Atelectasis", "--confounders", "tag"]  # fmt: skip
-    recorded = commands._command_line(argparse.Namespace(typed=typed))
+    recorded = commands._command_line(
+        argparse.Namespace(typed=typed, path_placeholders=cli.path_placeholders())
+    )
     assert recorded == (
         "medaudit check net.pt --data '<data>' '--out=<out>' --cache '<cache-dir>' "
         "--finding Atelectasis --confounders tag"

@@ -6,8 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from audit.config import STUDY_LEVELS, Settings, build_settings, find_config_file, read_config_table
 from audit.errors import UsageError
+from audit.resolve.settings import (
+    STUDY_LEVELS,
+    Settings,
+    build_settings,
+    find_config_file,
+    read_config_table,
+)
 
 
 def test_defaults_are_the_study_protocol() -> None:

@@ -384,7 +384,7 @@ def test_a_plugin_confounder_is_identified_by_its_code(plugin_module, tmp_path):
     """Editing a plugin (or swapping in another of the same name) never reuses an old run."""
     import importlib
 
-    from audit.plan import confounder_code
+    from audit.plan.grid import confounder_code
 
     assert confounder_code(get_confounder("tag")) == ""  # medaudit's own: the protocol covers it
     first = confounder_code(load_plugin(f"{plugin_module}:make_invert"))

@@ -85,8 +85,8 @@ def test_strict_makes_a_broken_file_a_usage_error(corpus, tmp_path) -> None:
         load_cohort(req, progress=False)
     message = str(caught.value)
     assert caught.value.exit_code == ExitCode.USAGE == 2
-    assert message.startswith("--strict: 6 file(s) left out") and "\n" not in message
-    assert "file #4 (case c" in message and "run without --strict" in message
+    assert message.startswith("`strict`: 6 file(s) left out") and "\n" not in message
+    assert "file #4 (case c" in message and "run without `strict`" in message
 
 
 @pytest.mark.parametrize(
@@ -144,7 +144,7 @@ def test_unusable_data_paths_say_what_was_looked_for(tmp_path, make, expected) -
     path = make(tmp_path / "data")
     with pytest.raises(UsageError, match=expected) as caught:
         describe_dry_run(DataRequest(path, "cxr", cache_dir=tmp_path / "c"))
-    assert "data" not in str(caught.value).replace("--data", "").replace("the data", "")
+    assert "data" not in str(caught.value).replace("`data`", "").replace("the data", "")
 
 
 def test_bad_settings_are_usage_errors(tmp_path) -> None:
@@ -156,7 +156,7 @@ def test_bad_settings_are_usage_errors(tmp_path) -> None:
     ):
         with pytest.raises(UsageError):
             describe_dry_run(DataRequest(tmp_path, "cxr", cache_dir=tmp_path / "c", **kwargs))
-    with pytest.raises(UsageError, match="--modality 'mri'"):
+    with pytest.raises(UsageError, match="`modality` 'mri'"):
         DataRequest(tmp_path, "mri", cache_dir=tmp_path)
 
 

@@ -103,7 +103,7 @@ def test_hu_window_is_a_setting(lidc, tmp_path) -> None:
 
 def test_lidc_as_radiographs_is_refused(lidc, tmp_path) -> None:
     root, _ = lidc
-    with pytest.raises(UsageError, match="use --modality ct"):
+    with pytest.raises(UsageError, match="use `modality` ct"):
         describe_dry_run(DataRequest(root, "cxr", cache_dir=tmp_path))
 
 

@@ -151,5 +151,5 @@ def test_missing_column_is_one_clear_line(tmp_path) -> None:
 
 def test_wrong_modality_for_nih_is_refused(nih, tmp_path) -> None:
     root, _ = nih
-    with pytest.raises(UsageError, match="use --modality cxr"):
+    with pytest.raises(UsageError, match="use `modality` cxr"):
         describe_dry_run(DataRequest(root, "ct", cache_dir=tmp_path))

@@ -105,7 +105,7 @@ def test_preset_split_on_a_cohort_without_the_lists_is_a_usage_error(tmp_path: P
         DataRequest(tmp_path / "nih", "cxr", cache_dir=tmp_path / "c", image_size=16),
         progress=False,
     )
-    with pytest.raises(UsageError, match="not loaded with --protocol source-matters"):
+    with pytest.raises(UsageError, match="not loaded with `protocol` source-matters"):
         preset_split(cohort, "source-matters", "tag")
 
 

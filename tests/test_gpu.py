@@ -13,7 +13,7 @@ import torch
 import torchvision
 
 from audit import cli
-from audit.config import TrainSettings
+from audit.resolve.settings import TrainSettings
 from audit.train.augment import random_affine_matrices
 from audit.train.tensors import to_set_tensors
 

@@ -46,7 +46,7 @@ def test_an_interpolated_grid_of_the_same_side_is_the_identity() -> None:
 
 
 def test_a_side_that_is_not_whole_patches_says_which_sides_work() -> None:
-    with pytest.raises(UsageError, match=r"8-pixel patches: --input-size 60 .* 56 or 64"):
+    with pytest.raises(UsageError, match=r"8-pixel patches: `input_size` 60 .* 56 or 64"):
         fit_input_size(small_vit(32), 60)
 
 

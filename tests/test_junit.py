@@ -10,8 +10,8 @@ import torch
 import torchvision
 
 from audit import cli
+from audit.analysis.verdict import exit_code_for
 from audit.report.junit import junit_tree
-from audit.verdict import exit_code_for
 
 
 def results_with(verdicts: dict[str, str], complete: bool = True) -> dict:
@@ -63,7 +63,7 @@ def test_incomplete_audit_is_an_error_case() -> None:
 
 
 def test_an_audit_with_a_failed_run_exits_4(tmp_path, monkeypatch) -> None:
-    from audit import runner
+    from audit.run import cells as runner
 
     torch.manual_seed(0)
     for name in ("u.pt", "r.pt"):

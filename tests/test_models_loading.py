@@ -13,8 +13,8 @@ from model_builders import assert_same_weights, randomised
 from torch import nn
 from torchvision import models
 
+from audit.common.hashing import file_sha256
 from audit.errors import UsageError
-from audit.hashing import file_sha256
 from audit.models import formats
 from audit.models.architectures import TORCHVISION_ARCHS
 from audit.models.loading import load_model, sniff_format
@@ -195,7 +195,7 @@ def test_torchscript_is_refused_without_trust_code_and_never_opened(
     assert sniff_format(path) == formats.TORCHSCRIPT
     opened: list[str] = []
     monkeypatch.setattr(torch.jit, "load", lambda *a, **k: opened.append("loaded"))
-    with pytest.raises(UsageError, match="--trust-code"):
+    with pytest.raises(UsageError, match="allow it with `trust_code`"):
         load_model(path)
     assert opened == []
 
@@ -211,7 +211,7 @@ def test_torchscript_loads_with_trust_code(tmp_path: Path, tiny: nn.Module) -> N
 def test_pickled_module_is_refused_naming_the_global(tmp_path: Path, tiny: nn.Module) -> None:
     path = tmp_path / "whole.pt"
     torch.save(tiny, path)
-    with pytest.raises(UsageError, match=r"audit\.models\.tiny\.TinyResNet.*--trust-pickle"):
+    with pytest.raises(UsageError, match=r"audit\.models\.tiny\.TinyResNet.*`trust_pickle`"):
         load_model(path)
 
 
@@ -356,7 +356,7 @@ def test_grayscale_first_conv_keeps_its_weights_and_accepts_three_channels(
 def test_arch_override_is_used_and_misfits_name_the_keys(tmp_path: Path, tiny) -> None:
     torch.save(tiny.state_dict(), tmp_path / "tiny.pt")
     assert load_model(tmp_path / "tiny.pt", arch="tiny-resnet").arch == "tiny-resnet"
-    with pytest.raises(UsageError, match="does not fit --arch resnet18: .*missing"):
+    with pytest.raises(UsageError, match="does not fit `arch` resnet18: .*missing"):
         load_model(tmp_path / "tiny.pt", arch="resnet18")
 
 
@@ -366,7 +366,7 @@ def test_unknown_arch_name_suggests_the_closest() -> None:
 
 
 def test_unrecognised_architecture_lists_what_was_checked_and_suggests_arch() -> None:
-    with pytest.raises(UsageError, match="checked .*DenseNet.*--arch NAME") as refused:
+    with pytest.raises(UsageError, match="checked .*DenseNet.*name it with `arch`") as refused:
         recognise({"stem.weight": torch.zeros(8, 3, 3, 3), "head.weight": torch.zeros(2, 8)})
     assert "\n" not in str(refused.value)
 

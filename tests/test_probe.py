@@ -29,7 +29,6 @@ from audit.errors import UsageError
 from audit.probe.cohort import select_images
 from audit.probe.decide import ProbeThresholds
 from audit.probe.measures import flip_rate, mean_shift
-from audit.probe.outputs import validate_probe_results
 from audit.probe.pipeline import ProbeRequest, run_probe
 from audit.probe.preprocess import (
     DeclaredInput,
@@ -40,6 +39,7 @@ from audit.probe.preprocess import (
 from audit.probe.runner import ModelOptions, OnnxRunner, TorchRunner, open_runner
 from audit.probe.scores import choose_activation, choose_score, to_scores
 from audit.resolve.confounders import resolve_confounders
+from audit.schema import validate_probe_results
 
 SIZE = 64
 PATIENTS = 60
@@ -390,7 +390,7 @@ def test_the_score_is_chosen_by_output_and_column() -> None:
     activation = choose_activation("auto", raw, two)
     assert activation.name == "softmax"
     np.testing.assert_allclose(to_scores(raw, two, activation), 1 / (1 + np.exp([-2.0, 2.0])))
-    with pytest.raises(UsageError, match="--activation sigmoid"):
+    with pytest.raises(UsageError, match="`activation` sigmoid"):
         choose_activation("auto", np.full((2, 14), 3.0), choose_score("logits:3", outputs, "m"))
 
 
@@ -422,7 +422,7 @@ def test_no_shift_gives_a_zero_interval() -> None:
 
 def test_a_pickled_whole_module_loads_only_when_trusted(files, tmp_path) -> None:
     torch.save(tag_reader(), tmp_path / "whole.pt")
-    with pytest.raises(UsageError, match="--trust-pickle"):
+    with pytest.raises(UsageError, match="`trust_pickle`"):
         TorchRunner(ModelOptions(tmp_path / "whole.pt", "cpu"))
     runner = TorchRunner(ModelOptions(tmp_path / "whole.pt", "cpu", trust_pickle=True))
     batch = np.random.default_rng(1).standard_normal((3, 3, SIZE, SIZE)).astype(np.float32)

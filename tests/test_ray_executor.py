@@ -21,9 +21,9 @@ from PIL import Image
 
 from audit import cli, pipeline
 from audit.errors import UsageError
-from audit.executors_ray import RayOptions, task_options
 from audit.models.tiny import TinyResNet
 from audit.resolve.devices import resolve_devices
+from audit.run.ray_cluster import RayOptions, task_options
 
 
 def import_ray():

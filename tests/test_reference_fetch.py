@@ -266,5 +266,5 @@ def test_cached_reference_skips_a_file_that_changed(site: Site, tmp_path: Path, 
 
 def test_how_to_get_reference_names_both_ways_on_one_line() -> None:
     text = how_to_get_reference()
-    assert "medaudit reference fetch" in text and "--reference PATH" in text
+    assert "medaudit reference fetch" in text and "`reference` PATH" in text
     assert "\n" not in text

@@ -19,10 +19,10 @@ import pytest
 from pypdf import PdfReader
 from pypdf.generic import IndirectObject
 
-from audit.report.context import NOT_RECORDED
-from audit.report.pdfa import render_time, results_bytes, sha256_hex
+from audit.report.formatting import NOT_RECORDED
+from audit.report.pdfa import render_time, sha256_hex
 from audit.report.render import render_html, render_pdf, render_report
-from audit.schema import validate_results
+from audit.schema import results_bytes, validate_results
 
 FIXTURE = Path(__file__).parent / "data" / "report_results.json"
 EPOCH = "1700000000"  # 2023-11-14T22:13:20Z

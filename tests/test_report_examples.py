@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from audit.confounders import get_confounder
+from audit.confounders.examples import example_images, example_pair
 from audit.data.synthetic import PhantomSettings, make_phantom_cohort
-from audit.report.examples import example_images, example_pair
 from audit.report.plots import GapSeries, Series, confounder_figure_svg
+from audit.resolve.confounders import resolve_confounders
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def _decode(b64: str) -> np.ndarray:
 
 
 def _confounders(*names: str) -> dict:
-    return {name: (get_confounder(name), get_confounder(name).resolve_params()) for name in names}
+    return resolve_confounders(names, {}, "cxr", seed=0, work_size=64)
 
 
 def test_pixel_confounders_get_a_pair_that_differs_only_by_the_artifact(cohort) -> None:

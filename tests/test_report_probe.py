@@ -28,15 +28,14 @@ from audit.confounders.tag import tag_box
 from audit.data.synthetic import PhantomSettings, make_phantom_cohort
 from audit.probe.cohort import select_images
 from audit.probe.decide import ProbeThresholds
-from audit.probe.outputs import validate_probe_results
 from audit.probe.pipeline import ProbeRequest, run_probe
 from audit.probe.preprocess import Preprocessor, resolve_input, resolve_normalization
 from audit.probe.runner import ModelOptions, open_runner
-from audit.report.pdfa import results_bytes, sha256_hex
+from audit.report.pdfa import sha256_hex
 from audit.report.probe_context import MAX_WORST_CASES, probe_context
 from audit.report.render import render_html, render_pdf, render_report
 from audit.resolve.confounders import resolve_confounders
-from audit.schema import validate_results
+from audit.schema import results_bytes, validate_probe_results, validate_results
 
 AUDIT_FIXTURE = Path(__file__).parent / "data" / "report_results.json"
 EPOCH = "1700000000"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from audit.report.provenance import checkout_commit, environment_details, library_versions
+from audit.run.provenance import checkout_commit, environment_details, library_versions
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

@@ -32,11 +32,6 @@ def tracked_text_files() -> list[Path]:
     return files
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="README.md's Layout section still links the design notes outside the repository; "
-    "remove this mark once it points at a page inside the repository",
-)
 def test_no_tracked_file_points_outside_the_repository() -> None:
     found = []
     for path in tracked_text_files():

@@ -8,7 +8,8 @@ import json
 import torch
 import torchvision
 
-from audit import cli, runner
+from audit import cli
+from audit.run import cells as runner
 
 
 def test_an_unexpected_error_in_one_run_keeps_every_other_run(tmp_path, monkeypatch, capsys):

@@ -8,8 +8,8 @@ import pytest
 from audit.confounders import get_confounder
 from audit.data.cases import Case, Cohort
 from audit.errors import UsageError
-from audit.plan import cell_sets
-from audit.splits import patient_split
+from audit.plan.grid import cell_sets
+from audit.plan.splits import patient_split
 
 LEVELS = (0.0, 0.1, 0.2, 0.5, 0.8, 1.0)
 

@@ -1,4 +1,4 @@
-"""Tests for audit.stats: each test names the property it proves."""
+"""Tests for audit.analysis.stats: each test names the property it proves."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
-from audit import stats
+from audit.analysis import stats
 
 
 def _binormal(rng: np.random.Generator, n_pos: int, n_neg: int, d: float) -> tuple[np.ndarray, ...]:

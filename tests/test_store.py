@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from audit.atomic import atomic_write_text
-from audit.store import ResultsStore
+from audit.common.atomic import atomic_write_text
+from audit.run.store import ResultsStore
 from audit.train.engine import RunResult
 
 

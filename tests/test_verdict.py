@@ -1,4 +1,4 @@
-"""Tests for audit.verdict: the pre-declared decision rule, Holm, exit codes and serialisation."""
+"""Tests for audit.analysis.verdict: the pre-declared decision rule, Holm, exit codes and serialisation."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from audit import stats
-from audit.errors import UsageError
-from audit.verdict import (
+from audit.analysis import stats
+from audit.analysis.verdict import (
     AuditVerdict,
     GapInput,
     Thresholds,
@@ -19,6 +18,7 @@ from audit.verdict import (
     overall_verdict,
     to_dict,
 )
+from audit.errors import UsageError
 
 LEVELS = (0.0, 0.1, 0.2, 0.5, 0.8, 1.0)
 
@@ -217,7 +217,7 @@ def test_decide_needs_at_least_one_confounder() -> None:
 
 def test_the_baseline_adjusted_gap_removes_a_constant_accuracy_difference() -> None:
     """A model worse by the same AUC at every level has S > 0 but leans on no shortcut."""
-    from audit.verdict import baseline_adjusted_gap
+    from audit.analysis.verdict import baseline_adjusted_gap
 
     rng = np.random.default_rng(5)
     y = np.r_[np.ones(60, dtype=int), np.zeros(60, dtype=int)]
@@ -236,7 +236,7 @@ def test_the_baseline_adjusted_gap_removes_a_constant_accuracy_difference() -> N
 
 
 def test_the_baseline_adjusted_gap_keeps_what_grows_with_the_correlation() -> None:
-    from audit.verdict import baseline_adjusted_gap
+    from audit.analysis.verdict import baseline_adjusted_gap
 
     gap = _gap_input(3, 400, COLLAPSING, ROBUST)
     s = decide({"tag": gap}, FAST).per_confounder[0].gap
@@ -250,7 +250,7 @@ def test_the_baseline_adjusted_gap_keeps_what_grows_with_the_correlation() -> No
 
 
 def test_the_baseline_adjusted_gap_needs_level_zero_and_another_counted_level() -> None:
-    from audit.verdict import baseline_adjusted_gap
+    from audit.analysis.verdict import baseline_adjusted_gap
 
     no_zero = _gap_input(3, 100, COLLAPSING[1:], ROBUST[1:], levels=LEVELS[1:])
     assert baseline_adjusted_gap("tag", no_zero, FAST) is None

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from audit.atomic import atomic_write_text
+from audit.common.atomic import atomic_write_text
 from audit.data.decode import DecodeSettings, decode_file
 from audit.data.problems import DECODER_ERROR, Unreadable
 from audit.data.pseudonyms import private_dir

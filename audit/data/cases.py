@@ -11,7 +11,7 @@ from functools import cached_property
 
 import numpy as np
 
-from audit.hashing import content_hash
+from audit.common.hashing import content_hash
 
 SEXES = ("F", "M")
 

@@ -36,14 +36,14 @@ class Detection:
 
 def check_data_path(path: Path) -> None:
     if not path.exists():
-        raise UsageError("the --data path does not exist or cannot be read; check the path")
+        raise UsageError("the `data` path does not exist or cannot be read; check the path")
 
 
 def resolve_source(path: Path, source: str | None) -> Detection:
     check_data_path(path)
     if source is not None:
         if source not in SOURCES:
-            raise UsageError(f"unknown --source {source!r}; known: {', '.join(SOURCES)}")
+            raise UsageError(f"unknown `source` {source!r}; known: {', '.join(SOURCES)}")
         return Detection(source, False, "given by --source")
     return detect_source(path)
 
@@ -52,12 +52,12 @@ def detect_source(path: Path) -> Detection:
     if path.is_file():
         if path.name in DATA_ENTRY_NAMES:
             raise UsageError(
-                f"--data names {path.name}; give the NIH ChestX-ray14 folder that holds it"
+                f"`data` names {path.name}; give the NIH ChestX-ray14 folder that holds it"
             )
         if path.suffix.lower() == ".csv":
             return Detection("manifest", True, "a CSV file")
         raise UsageError(
-            "--data points to a file that is not a CSV manifest; give a folder (NIH ChestX-ray14, "
+            "`data` points to a file that is not a CSV manifest; give a folder (NIH ChestX-ray14, "
             "LIDC-IDRI) or a manifest CSV"
         )
     entry = find_data_entry(path)
@@ -68,7 +68,7 @@ def detect_source(path: Path) -> Detection:
     if _has_lidc_xml(path):
         return Detection("lidc-idri", True, "LIDC XML reading sessions")
     raise UsageError(
-        f"could not recognise the data layout; looked for {LOOKED_FOR}; give --source to choose"
+        f"could not recognise the data layout; looked for {LOOKED_FOR}; give `source` to choose"
     )
 
 

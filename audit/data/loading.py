@@ -82,7 +82,7 @@ class DataRequest:
         object.__setattr__(self, "cache_dir", Path(self.cache_dir))
         object.__setattr__(self, "views", tuple(str(v).strip().upper() for v in self.views))
         if self.modality not in MODALITIES:
-            raise UsageError(f"--modality {self.modality!r}; use one of {', '.join(MODALITIES)}")
+            raise UsageError(f"`modality` {self.modality!r}; use one of {', '.join(MODALITIES)}")
         size = self.image_size
         if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= 2048:
             raise UsageError(f"image size {size!r}; use an integer from 16 to 2048")
@@ -98,7 +98,7 @@ class DataRequest:
             )
         object.__setattr__(self, "hu_window", (low, high))
         if self.protocol is not None and self.protocol not in PROTOCOLS:
-            raise UsageError(f"unknown --protocol {self.protocol!r}; known: {', '.join(PROTOCOLS)}")
+            raise UsageError(f"unknown `protocol` {self.protocol!r}; known: {', '.join(PROTOCOLS)}")
         if self.workers is not None and self.workers < 1:
             raise UsageError(f"workers={self.workers}; use 1 or more")
 
@@ -209,12 +209,12 @@ def _prepare(request: DataRequest) -> tuple[Detection, _Source, Pseudonymizer, s
 
 def _check_combination(request: DataRequest, source: str) -> None:
     if source == "nih-cxr14" and request.modality != "cxr":
-        raise UsageError("NIH ChestX-ray14 holds chest radiographs; use --modality cxr")
+        raise UsageError("NIH ChestX-ray14 holds chest radiographs; use `modality` cxr")
     if source == "lidc-idri" and request.modality != "ct":
-        raise UsageError("LIDC-IDRI is read as CT slices; use --modality ct")
+        raise UsageError("LIDC-IDRI is read as CT slices; use `modality` ct")
     if request.protocol is not None and source != "nih-cxr14":
         raise UsageError(
-            f"--protocol {request.protocol} uses NIH ChestX-ray14 image lists; give the NIH folder"
+            f"`protocol` {request.protocol} uses NIH ChestX-ray14 image lists; give the NIH folder"
         )
 
 
@@ -365,8 +365,8 @@ def _report_exclusions(record: dict) -> None:
 def _strict_message(record: dict) -> str:
     first = Quarantined(*record["quarantined"][0]).describe()
     return (
-        f"--strict: {_excluded_text(record['excluded'])}, e.g. {first}; fix or remove those "
-        "files, or run without --strict to leave them out"
+        f"`strict`: {_excluded_text(record['excluded'])}, e.g. {first}; fix or remove those "
+        "files, or run without `strict` to leave them out"
     )
 
 

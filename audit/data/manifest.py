@@ -47,7 +47,7 @@ def read_manifest(csv_path: Path) -> list[dict[str, str]]:
     except UsageError:
         raise
     except FileNotFoundError:
-        raise UsageError("the manifest CSV does not exist; check --data") from None
+        raise UsageError("the manifest CSV does not exist; check `data`") from None
     except (OSError, UnicodeDecodeError, csv.Error):
         raise UsageError("the manifest could not be read as a UTF-8 CSV file") from None
 

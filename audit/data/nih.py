@@ -152,7 +152,7 @@ def _check_finding(table: pd.DataFrame, finding: str) -> None:
     known.discard(NEGATIVE)
     if finding not in known:
         raise UsageError(
-            f"--finding {finding!r} does not occur in Data_Entry_2017.csv; known findings: "
+            f"`finding` {finding!r} does not occur in Data_Entry_2017.csv; known findings: "
             f"{', '.join(sorted(known)) or 'none'}"
         )
 

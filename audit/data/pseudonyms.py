@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from audit.common.hashing import canonical
 from audit.errors import UsageError
-from audit.hashing import canonical
 
 log = logging.getLogger(__name__)
 

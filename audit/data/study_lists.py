@@ -28,7 +28,6 @@ from sklearn.model_selection import GroupShuffleSplit
 from audit.constants import STUDY_LEVELS
 from audit.data.cases import Cohort
 from audit.errors import UsageError
-from audit.splits import PatientSplit
 
 PROTOCOLS = ("source-matters",)
 PRESET_FOLDER = "source-matters"
@@ -36,6 +35,15 @@ N_FOLDS = 5
 SEX_LEVELS = STUDY_LEVELS  # the sex lists exist for every level of the study
 _POSITIVE = {"YES", "1", "ATELECTASIS"}
 _NEGATIVE = {"NO", "0", "NO FINDING"}
+
+
+@dataclass(frozen=True, eq=False)
+class ListedSplit:
+    """A test set and train/val folds as cohort indices, as the data's own lists give them; the
+    plan stage turns it into its patient split (``audit.plan.splits.from_listed``)."""
+
+    test: np.ndarray
+    folds: tuple[tuple[np.ndarray, np.ndarray], ...]
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,7 @@ def level_folder(level: float) -> str:
 def load_study_lists(protocol: str = PRESET_FOLDER) -> StudyLists:
     """Read the packaged lists; names and labels are checked so a damaged copy fails loudly."""
     if protocol not in PROTOCOLS:
-        raise UsageError(f"unknown --protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+        raise UsageError(f"unknown `protocol` {protocol!r}; known: {', '.join(PROTOCOLS)}")
     root = resources.files("audit.data") / "presets" / PRESET_FOLDER / "chest14"
     chest14: dict[str, dict] = {}
     _add_list(chest14, root / "test.csv", subset_name("chest14", "test"))
@@ -132,7 +140,7 @@ def preset_split(
     level: float | None = None,
     *,
     drop_overlap: bool = False,
-) -> PatientSplit | None:
+) -> ListedSplit | None:
     """The study's test set and five folds as indices into ``cohort``, or None without a preset.
 
     ``confounder`` is a name or an :class:`audit.confounders.Confounder`. Pixel confounders use the
@@ -145,13 +153,13 @@ def preset_split(
     if protocol is None:
         return None
     if protocol not in PROTOCOLS:
-        raise UsageError(f"unknown --protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+        raise UsageError(f"unknown `protocol` {protocol!r}; known: {', '.join(PROTOCOLS)}")
     experiment = _experiment(confounder)
     if experiment is None:
         return None
     if subset_name(experiment) not in cohort.subsets:
         raise UsageError(
-            f"the cohort was not loaded with --protocol {protocol}; load it with that protocol "
+            f"the cohort was not loaded with `protocol` {protocol}; load it with that protocol "
             "to use the study's image lists"
         )
     prefix = subset_name(experiment)
@@ -168,7 +176,7 @@ def preset_split(
                 _without_patients(cohort, val, test),
             )
         folds.append((train, val))
-    return PatientSplit(test=test, folds=tuple(folds))
+    return ListedSplit(test=test, folds=tuple(folds))
 
 
 def _experiment(confounder: object) -> str | None:
@@ -188,7 +196,7 @@ def _sex_level(level: float | None) -> float:
             return known
     raise UsageError(
         f"the study's sex lists exist for levels {', '.join(f'{v:g}' for v in SEX_LEVELS)}; "
-        f"got {level!r}: choose levels among them with --protocol source-matters"
+        f"got {level!r}: choose levels among them with `protocol` source-matters"
     )
 
 
@@ -235,7 +243,7 @@ def preset_overlap(patients: np.ndarray, subsets: Mapping[str, np.ndarray]) -> l
 
 def official_split(
     cohort: Cohort, *, n_folds: int = 5, val_fraction: float = 0.15, seed: int = 0
-) -> PatientSplit | None:
+) -> ListedSplit | None:
     """NIH's official test list as the test set, folds drawn by patient from ``train_val_list``.
 
     None when the cohort has no official lists. Patients found in both lists (none in the
@@ -256,4 +264,4 @@ def official_split(
         (np.sort(pool[train]), np.sort(pool[val]))
         for train, val in splitter.split(pool, groups=patients[pool])
     )
-    return PatientSplit(test=np.sort(test), folds=folds)
+    return ListedSplit(test=np.sort(test), folds=folds)

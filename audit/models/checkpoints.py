@@ -27,7 +27,6 @@ from audit.models.safe_unpickle import (
 )
 from audit.models.state_dicts import StateDict, extract_state_dict
 
-TRUST_CODE_FLAG = "--trust-code"
 _MAX_PICKLE_SCAN = 64 << 20
 
 
@@ -87,7 +86,7 @@ def _read_torchscript(path: Path, trust_code: bool) -> Weights:
     if not trust_code:
         raise UsageError(
             f"refused to load {path}: it is a TorchScript archive, which is a program, not just "
-            f"weights; if you trust the file pass {TRUST_CODE_FLAG}, or save "
+            "weights; allow it with `trust_code` if you trust the file, or save "
             "model.state_dict() instead"
         )
     try:
@@ -121,7 +120,7 @@ def _unsupported(path: Path, container: str) -> UsageError:
         )
     return UsageError(
         f"{path} is not a model checkpoint this tool reads (accepted: PyTorch torch.save files, "
-        "safetensors, TorchScript with --trust-code; ONNX for `medaudit probe`)"
+        "safetensors, TorchScript with `trust_code`; ONNX for `medaudit probe`)"
     )
 
 

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
-from audit.atomic import atomic_write_text
-from audit.config import find_config_file, read_config_table
+from audit.common.atomic import atomic_write_text
+from audit.common.hashing import file_sha256
 from audit.errors import UsageError
-from audit.hashing import file_sha256
 from audit.models.download import Transfer, download
+from audit.resolve.settings import find_config_file, read_config_table
 
 log = logging.getLogger("audit")
 
@@ -37,7 +37,7 @@ SHA256_SETTING = "reference_sha256"
 INDEX_NAME = "index.json"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _NETWORK_HINT = (
-    "; check the address or pass another with --url, or download the file by hand and give it "
+    "; check the address or give another with `url`, or download the file by hand and give it "
     "to `medaudit check --reference PATH`"
 )
 
@@ -47,7 +47,7 @@ class ExpectedHash:
     """The SHA-256 a fetched file must have, and where the user declared it."""
 
     sha256: str
-    source: str  # "--sha256" or "reference_sha256 in medaudit.toml"
+    source: str  # "`sha256`" (the option) or "reference_sha256 in medaudit.toml"
 
 
 @dataclass(frozen=True)
@@ -80,15 +80,15 @@ def references_dir(cache_dir: Path) -> Path:
 def how_to_get_reference() -> str:
     return (
         "no reference weights given and none cached: run `medaudit reference fetch` to download "
-        "the RadImageNet ResNet50 (with the same --cache-dir, if you use one), or pass "
-        "--reference PATH to a reference file you have"
+        "the RadImageNet ResNet50 (with the same `cache_dir`, if you use one), or pass "
+        "`reference` PATH to a reference file you have"
     )
 
 
 def expected_sha256(flag: str | None, start: Path) -> ExpectedHash | None:
     """`--sha256` wins; otherwise `reference_sha256` from the settings file found from `start`."""
     if flag is not None:
-        return ExpectedHash(_normalised_sha256(flag, "--sha256"), "--sha256")
+        return ExpectedHash(_normalised_sha256(flag, "`sha256`"), "`sha256`")
     config = find_config_file(start)
     value = read_config_table(config).get(SHA256_SETTING) if config else None
     if value is None:
@@ -174,13 +174,13 @@ def file_name_from_url(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise UsageError(
-            f"--url {url!r}: give an http:// or https:// address; for a file you already have, "
+            f"`url` {url!r}: give an http:// or https:// address; for a file you already have, "
             "pass it to `medaudit check --reference PATH`"
         )
     raw = urllib.parse.unquote(PurePosixPath(parts.path).name)
     name = re.sub(r"[^A-Za-z0-9._-]", "_", raw).lstrip(".")
     if not name or name == INDEX_NAME or name.endswith(".part"):
-        raise UsageError(f"--url {url!r} does not end in a file name, e.g. .../ResNet50.pt")
+        raise UsageError(f"`url` {url!r} does not end in a file name, e.g. .../ResNet50.pt")
     return name
 
 

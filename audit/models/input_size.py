@@ -35,7 +35,7 @@ def check_input_size(backbone: Backbone, size: int) -> None:
     low, high = (size // patch) * patch, (size // patch + 1) * patch
     nearest = f"{low} or {high}" if low else str(high)
     raise UsageError(
-        f"{backbone.arch} cuts images into {patch}-pixel patches: --input-size {size} is not a "
+        f"{backbone.arch} cuts images into {patch}-pixel patches: `input_size` {size} is not a "
         f"whole number of them; use e.g. {nearest}"
     )
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from audit.hashing import file_sha256
+from audit.common.hashing import file_sha256
 from audit.models import formats
 
 _NOT_FINE_TUNABLE = {

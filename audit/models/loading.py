@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from audit.hashing import file_sha256
+from audit.common.hashing import file_sha256
 from audit.models import radimagenet
 from audit.models.architectures import Backbone
 from audit.models.building import build_backbone

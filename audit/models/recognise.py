@@ -128,7 +128,7 @@ def resolve_arch(arch: str) -> Candidate:
     close = difflib.get_close_matches(arch, list(by_name), n=3, cutoff=0.5)
     hint = f"closest: {', '.join(close)}; " if close else ""
     raise UsageError(
-        f"unknown architecture {arch!r} for --arch; {hint}accepted: {', '.join(by_name)}, "
+        f"unknown architecture {arch!r} for `arch`; {hint}accepted: {', '.join(by_name)}, "
         f"or {TIMM_PREFIX}NAME for a timm model"
     )
 
@@ -232,14 +232,14 @@ def _recognised(fit: Fit) -> Recognised:
 def _no_fit(state_dict: StateDict, arch: str | None, fits: list[Fit], source: str) -> UsageError:
     if arch is not None:
         best = min(fits, key=lambda f: f.problems)
-        return UsageError(f"{source} does not fit --arch {arch}: {best.describe()}")
+        return UsageError(f"{source} does not fit `arch` {arch}: {best.describe()}")
     checked = "; ".join(FAMILY_LABELS.values())
     names = ", ".join(c.arch for c in all_candidates())
     if not fits:
         sample = ", ".join(list(state_dict)[:3])
         return UsageError(
             f"could not recognise the architecture of {source} ({len(state_dict)} weight keys, "
-            f"e.g. {sample}); checked {checked}; pass --arch NAME ({names}, or "
+            f"e.g. {sample}); checked {checked}; name it with `arch` ({names}, or "
             f"{TIMM_PREFIX}NAME with timm installed)"
         )
     ranked = _distinct(sorted(fits, key=lambda f: f.problems))
@@ -248,7 +248,7 @@ def _no_fit(state_dict: StateDict, arch: str | None, fits: list[Fit], source: st
         closest += f"; next {ranked[1].candidate.arch} ({ranked[1].problems} differences)"
     return UsageError(
         f"could not recognise the architecture of {source}: no candidate fits exactly; closest "
-        f"{closest}; check the file is complete, or pass --arch NAME ({names})"
+        f"{closest}; check the file is complete, or name it with `arch` ({names})"
     )
 
 

@@ -25,8 +25,6 @@ import torch
 from audit.errors import UsageError
 from audit.models.formats import TORCH_ZIP
 
-TRUST_PICKLE_FLAG = "--trust-pickle"
-
 # Module prefixes that mark a whole pickled model rather than a dict of weights.
 _MODULE_PREFIXES = (
     "torch.nn.modules.",
@@ -113,7 +111,7 @@ def refuse_globals(path: Path, names: list[str], what: str = "it") -> PickleRefu
         kind = "pickled Python objects beyond weights and plain metadata"
     return PickleRefused(
         f"refused to load {path}: {what} holds {kind}; unpickling it would import {shown}, "
-        f"which can run code; if you trust the file pass {TRUST_PICKLE_FLAG}, or re-save it "
+        "which can run code; allow it with `trust_pickle` if you trust the file, or re-save it "
         "with torch.save(model.state_dict(), path)"
     )
 
@@ -139,8 +137,8 @@ def _load_error(path: Path, error: Exception) -> UsageError:
     if "weights only load failed" in first.lower():
         detail = next((ln.strip() for ln in text.splitlines() if "error:" in ln), first)
         return PickleRefused(
-            f"refused to load {path}: {_strip_ansi(detail)}; if you trust the file pass "
-            f"{TRUST_PICKLE_FLAG}"
+            f"refused to load {path}: {_strip_ansi(detail)}; allow it with `trust_pickle` if you "
+            "trust the file"
         )
     return UsageError(
         f"cannot read {path} as a PyTorch checkpoint (truncated or damaged?): {_strip_ansi(first)}"

@@ -3,7 +3,7 @@
 In two steps: :func:`open_probe` opens the shipped model whole (classifier included), fixes its
 input and preprocessing and tries one batch, before any image is decoded (a model without its
 classifier fails in seconds, not after the data loaded); :func:`probe_cohort` then scores the
-cohort. What is probed and how it is decided comes resolved (``audit.resolve.resolve_probe``).
+cohort. What is probed and how it is decided comes resolved (``audit.resolve.probe.resolve_probe``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class ShippedModel:
     else ``default_input_size``, unless the model is built for one size (torchvision's ViT)."""
 
     path: Path
-    device: str  # one device, as audit.resolve.resolve_devices read it
+    device: str  # one device, as audit.resolve.devices.resolve_devices read it
     arch: str | None = None
     trust_code: bool = False
     trust_pickle: bool = False
@@ -77,7 +77,7 @@ def probe_cohort(
     """Score the cohort clean and with each confounder; the probe's results document."""
     resolved = opened.resolved
     seed = resolved.thresholds.seed
-    selection = select_images(cohort, subset, resolved.options.max_images, seed)
+    selection = select_images(cohort, subset, resolved.options.max_images or None, seed)
     confounders = {name: rc.at(cohort.image_size) for name, rc in resolved.confounders.items()}
     request = ProbeRequest(
         opened.runner, opened.preprocessor, cohort, selection, confounders, resolved.thresholds,

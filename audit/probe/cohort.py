@@ -54,7 +54,9 @@ def load_probe_cohort(options: CohortOptions) -> Cohort:
             )
         )
     if options.path is None:
-        raise UsageError("the probe needs --data PATH (or --synthetic for the built-in phantoms)")
+        raise UsageError(
+            "the probe needs images: give `data` PATH, or `synthetic` for the built-in phantoms"
+        )
     from audit.data.loading import DataRequest, load_cohort
 
     request = DataRequest(
@@ -83,12 +85,12 @@ def select_images(
         indices = np.sort(np.asarray(cohort.subsets[name], dtype=np.int64))
     else:
         known = ", ".join(["all", *sorted(cohort.subsets)])
-        raise UsageError(f"--subset {name!r} is not in this data set; available: {known}")
+        raise UsageError(f"`subset` {name!r} is not in this data set; available: {known}")
     if len(indices) == 0:
-        raise UsageError(f"--subset {name!r} holds no images")
+        raise UsageError(f"`subset` {name!r} holds no images")
     found = f"{len(indices)} images ({name})"
     if max_images is not None and max_images < 1:
-        raise UsageError(f"--max-images {max_images}: use 1 or more, or 0 for no cap")
+        raise UsageError(f"`probe.max_images` {max_images}: use 1 or more, or 0 for no cap")
     if max_images is not None and len(indices) > max_images:
         indices = _stratified_sample(indices, cohort.labels[indices], max_images, seed)
         found += f", a label-stratified sample of {max_images} (seed {seed})"

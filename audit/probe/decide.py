@@ -2,7 +2,7 @@
 
 Per pixel confounder two measures gate, each against a threshold the user declares in advance:
 the mean score shift against ``max_shift`` (either sign: a model may learn "tag means negative"),
-and the flip rate against ``max_flip_rate``. As in :mod:`audit.verdict`, every p-value is on the
+and the flip rate against ``max_flip_rate``. As in :mod:`audit.analysis.verdict`, every p-value is on the
 two-sided scale, ``p = min(1, 2 * one-sided tail)``, so that for one confounder "p < alpha" is
 exactly "the two-sided (1 - alpha) interval lies beyond the threshold":
 
@@ -26,11 +26,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from audit.analysis.stats import holm
+from audit.analysis.verdict import overall_verdict
 from audit.errors import UsageError
 from audit.probe.measures import FlipRate, ShiftEstimate, SubgroupGap
 from audit.resolve.constraints import check_setting
-from audit.stats import holm
-from audit.verdict import overall_verdict
 
 CI_NOTE = (
     "Intervals are marginal two-sided (1 - alpha): mean shift by a paired percentile bootstrap "
@@ -117,7 +117,7 @@ class Decision:
 def decide(evidence: Mapping[str, Evidence], alpha: float) -> tuple[str, dict[str, Decision]]:
     """Holm across the gated confounders; the overall verdict and one decision per confounder."""
     if not evidence:
-        raise UsageError("nothing to gate: probe a pixel confounder or give --max-sex-auc-gap")
+        raise UsageError("nothing to gate: probe a pixel confounder or give `max_sex_auc_gap`")
     names = list(evidence)
     adj_fail = holm([evidence[n].p_fail for n in names])
     adj_pass = holm([evidence[n].p_pass for n in names])

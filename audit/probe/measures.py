@@ -25,7 +25,7 @@ import numpy as np
 from scipy.stats import beta, norm, rankdata
 from scipy.stats import t as student_t
 
-from audit.stats import PatientStrata, bootstrap_streams, delong_test
+from audit.analysis.stats import PatientStrata, bootstrap_streams, delong_test
 
 BOOTSTRAP = "label-stratified paired percentile bootstrap over images"
 CLUSTER_BOOTSTRAP = (
@@ -114,7 +114,7 @@ def mean_shift(
 
 def percentile_bounds(samples: np.ndarray, confidence: float) -> tuple[float, float]:
     """Order statistics chosen so that "the CI excludes x" matches ``2 * tail(x) < 1 - confidence``
-    (the rule ``audit.stats`` uses for the audit's gap)."""
+    (the rule ``audit.analysis.stats`` uses for the audit's gap)."""
     n = samples.size
     j = max(math.ceil((1.0 - confidence) * n / 2.0 - 1e-9) - 1, 0)
     ordered = np.sort(samples)

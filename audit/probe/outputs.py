@@ -7,28 +7,13 @@ full audit's schema requires runs, folds and a reference that a training-free pr
 
 from __future__ import annotations
 
-import json
 import xml.etree.ElementTree as ET
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from audit.atomic import atomic_write_bytes, atomic_write_text
+from audit.common.atomic import atomic_write_bytes
 from audit.report.junit import add_verdict_cases
-
-
-@cache
-def probe_schema() -> dict[str, Any]:
-    text = resources.files("audit.schema").joinpath("probe.schema.json").read_text("utf-8")
-    return json.loads(text)
-
-
-def validate_probe_results(results: dict[str, Any]) -> None:
-    """Raise jsonschema.ValidationError when a probe's results break their contract."""
-    import jsonschema
-
-    jsonschema.validate(results, probe_schema())
+from audit.schema import write_results
 
 
 def junit_tree(results: dict[str, Any]) -> ET.Element:
@@ -48,10 +33,9 @@ def junit_tree(results: dict[str, Any]) -> ET.Element:
 
 
 def write_outputs(results: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
-    """Validate, then write results.json and junit.xml atomically; returns their paths."""
-    validate_probe_results(results)
-    results_path, junit_path = out_dir / "results.json", out_dir / "junit.xml"
-    atomic_write_text(results_path, json.dumps(results, indent=2, allow_nan=False) + "\n")
+    """Validate, then write results.json (the one writer) and junit.xml; returns their paths."""
+    results_path = write_results(results, out_dir / "results.json")
+    junit_path = out_dir / "junit.xml"
     tree = junit_tree(results)
     ET.indent(tree)
     atomic_write_bytes(junit_path, ET.tostring(tree, encoding="utf-8", xml_declaration=True))

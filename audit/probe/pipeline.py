@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 
 from audit import __version__
+from audit.analysis.stats import youden_threshold
+from audit.common.hashing import canonical, content_hash
 from audit.confounders import Confounder, apply_confounder
 from audit.constants import ILLUSTRATIVE_NOTE, NOT_GATED
 from audit.data.cases import Cohort
 from audit.errors import UsageError
-from audit.hashing import canonical, content_hash
 from audit.probe.cohort import Selection
 from audit.probe.decide import (
     CI_NOTE,
@@ -51,10 +52,9 @@ from audit.probe.scores import (
     raw_rows,
     to_scores,
 )
-from audit.report.provenance import environment_details
 from audit.resolve.confounders import ResolvedConfounder
+from audit.run.provenance import environment_details
 from audit.schema import SCHEMA_VERSION
-from audit.stats import youden_threshold
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def run_probe(request: ProbeRequest, progress: Callable[[str], None] | None = No
     runner, cohort, t = request.runner, request.cohort, request.thresholds
     confounders = request.confounders
     if not any(rc.kind == "pixel" for rc in confounders.values()) and (t.max_sex_auc_gap is None):
-        raise UsageError("nothing to gate: probe a pixel confounder or give --max-sex-auc-gap")
+        raise UsageError("nothing to gate: probe a pixel confounder or give `max_sex_auc_gap`")
     outputs = runner.trial(request.preprocessor.spec)
     choice = choose_score(request.score_output, outputs, runner.file_name)
     scorer = _Scorer(runner, request.preprocessor, choice, request.batch_size)
@@ -203,14 +203,14 @@ def _operating_threshold(
     if given is not None:
         if activation.probabilities and not 0.0 < given < 1.0:
             raise UsageError(
-                f"--threshold {given:g}: the scores are probabilities ({activation.reason}), so "
+                f"`threshold` {given:g}: the scores are probabilities ({activation.reason}), so "
                 "a threshold outside (0, 1) would leave every decision on one side"
             )
         return float(given), "given (--threshold)"
     if len(np.unique(y)) < 2:
         raise UsageError(
             "the probed images hold one class only, so no operating threshold can be chosen on "
-            "them; pass --threshold (on the probability scale)"
+            "them; give `threshold` (on the probability scale)"
         )
     return youden_threshold(y, clean), "Youden's J on the clean images"
 

@@ -22,7 +22,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 NORMALIZE_PRESETS = ("imagenet", "radimagenet", "none")
 DEFAULT_INPUT_SIZE = 224
 DEFAULT_CHANNELS = 3
-LAYOUTS = ("NCHW", "NHWC")
 DTYPES = {"float32": np.float32, "float16": np.float16}
 
 Dim = int | str | None  # a fixed size, a symbolic name, or unknown
@@ -97,9 +96,9 @@ def resolve_input(
             "float32 or float16 images, so export the model with a floating-point image input"
         )
     if input_size is not None and not 8 <= input_size <= 4096:
-        raise UsageError(f"--input-size {input_size}: use a side from 8 to 4096 pixels")
+        raise UsageError(f"`input_size` {input_size}: use a side from 8 to 4096 pixels")
     if channels is not None and channels not in (1, 3):
-        raise UsageError(f"--channels {channels}: use 1 (grey) or 3 (grey repeated as RGB)")
+        raise UsageError(f"`channels` {channels}: use 1 (grey) or 3 (grey repeated as RGB)")
     shape = declared.shape
     if shape is None:
         return _resolve_undeclared(declared, model_name, input_size, channels)
@@ -119,15 +118,15 @@ def resolve_input(
         raise UsageError(f"{what}: {fixed_c} channels; the probe feeds grey images as 1 or 3")
     if channels is not None and fixed_c is not None and channels != fixed_c:
         raise UsageError(
-            f"{what}, i.e. {fixed_c} channel(s); --channels {channels} does not match: "
-            "leave --channels out"
+            f"{what}, i.e. {fixed_c} channel(s); `channels` {channels} does not match: "
+            "leave `channels` out"
         )
     wanted = (fixed_h or input_size, fixed_w or input_size)
     if input_size is not None and wanted != (input_size, input_size):
         side = f"{fixed_h or '?'}x{fixed_w or '?'}"
-        hint = f"pass --input-size {fixed_h}" if fixed_h == fixed_w else "leave --input-size out"
+        hint = f"pass `input_size` {fixed_h}" if fixed_h == fixed_w else "leave `input_size` out"
         raise UsageError(
-            f"{what}, i.e. {side} pixels; --input-size {input_size} does not match: {hint}"
+            f"{what}, i.e. {side} pixels; `input_size` {input_size} does not match: {hint}"
         )
     side = input_size or DEFAULT_INPUT_SIZE
     return InputSpec(
@@ -147,23 +146,23 @@ def _resolve_undeclared(
     hint = declared.channels_hint
     if channels is not None and hint is not None and channels != hint:
         raise UsageError(
-            f"{model_name}'s first convolution takes {hint} channel(s); --channels {channels} "
-            "does not match: leave --channels out"
+            f"{model_name}'s first convolution takes {hint} channel(s); `channels` {channels} "
+            "does not match: leave `channels` out"
         )
     side = input_size or DEFAULT_INPUT_SIZE
     return InputSpec(declared.name, channels or hint or DEFAULT_CHANNELS, side, side)
 
 
-def _values(text: str | Sequence[float] | None, flag: str) -> tuple[float, ...] | None:
+def _values(text: str | Sequence[float] | None, option: str) -> tuple[float, ...] | None:
     if text is None:
         return None
     try:
         items = text.split(",") if isinstance(text, str) else list(text)
         values = tuple(float(v) for v in items if str(v).strip())
     except ValueError:
-        raise UsageError(f"{flag} {text!r}: give 1 or 3 comma-separated numbers") from None
+        raise UsageError(f"{option} {text!r}: give 1 or 3 comma-separated numbers") from None
     if not values or not all(np.isfinite(values)):
-        raise UsageError(f"{flag} {text!r}: give 1 or 3 comma-separated finite numbers")
+        raise UsageError(f"{option} {text!r}: give 1 or 3 comma-separated finite numbers")
     return values
 
 
@@ -174,18 +173,18 @@ def resolve_normalization(
     channels: int,
 ) -> Normalization:
     """A named preset, or explicit ``--mean/--std`` on the 0-1 scale (one value or one per channel)."""
-    mean_v, std_v = _values(mean, "--mean"), _values(std, "--std")
+    mean_v, std_v = _values(mean, "`mean`"), _values(std, "`std`")
     if (mean_v is None) != (std_v is None):
-        raise UsageError("--mean and --std go together: give both, or use --normalize")
+        raise UsageError("`mean` and `std` go together: give both, or use `normalize`")
     if mean_v is not None and std_v is not None:
         if preset is not None:
-            raise UsageError("give either --normalize or --mean/--std, not both")
+            raise UsageError("give either `normalize` or `mean`/`std`, not both")
         return Normalization(
-            "custom", _per_channel(mean_v, channels, "--mean"), _std(std_v, channels)
+            "custom", _per_channel(mean_v, channels, "`mean`"), _std(std_v, channels)
         )
     name = preset or "imagenet"
     if name not in NORMALIZE_PRESETS:
-        raise UsageError(f"--normalize {name!r}; use one of {', '.join(NORMALIZE_PRESETS)}")
+        raise UsageError(f"`normalize` {name!r}; use one of {', '.join(NORMALIZE_PRESETS)}")
     if name == "imagenet":
         # One-channel models get the first (red) channel's statistics, as the fine-tuning engine does.
         return Normalization(name, IMAGENET_MEAN[:channels], IMAGENET_STD[:channels])
@@ -194,15 +193,15 @@ def resolve_normalization(
     return Normalization(name, (0.0,) * channels, (1.0,) * channels)
 
 
-def _per_channel(values: tuple[float, ...], channels: int, flag: str) -> tuple[float, ...]:
+def _per_channel(values: tuple[float, ...], channels: int, option: str) -> tuple[float, ...]:
     if len(values) not in (1, channels):
         raise UsageError(
-            f"{flag} has {len(values)} values; the model takes {channels} channel(s): give 1 or "
+            f"{option} has {len(values)} values; the model takes {channels} channel(s): give 1 or "
             f"{channels}"
         )
-    if any(abs(v) > 1.0 for v in values) and flag == "--mean":
+    if any(abs(v) > 1.0 for v in values) and option == "`mean`":
         raise UsageError(
-            f"{flag} {','.join(f'{v:g}' for v in values)} looks like the 0-255 scale; give it on "
+            f"{option} {','.join(f'{v:g}' for v in values)} looks like the 0-255 scale; give it on "
             "the 0-1 scale (divide by 255)"
         )
     return values * channels if len(values) == 1 else values
@@ -210,8 +209,8 @@ def _per_channel(values: tuple[float, ...], channels: int, flag: str) -> tuple[f
 
 def _std(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
     if any(v <= 0 for v in values):
-        raise UsageError(f"--std {','.join(f'{v:g}' for v in values)}: every value must be > 0")
-    return _per_channel(values, channels, "--std")
+        raise UsageError(f"`std` {','.join(f'{v:g}' for v in values)}: every value must be > 0")
+    return _per_channel(values, channels, "`std`")
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ class Runner(ABC):
         except Exception as error:  # noqa: BLE001 - a runtime's own error, shown in one line
             raise UsageError(
                 f"{self.file_name} rejected an input of shape {list(zeros.shape)} "
-                f"({first_line(error)}); set --input-size / --channels to what the model expects"
+                f"({first_line(error)}); set `input_size` / `channels` to what the model expects"
             ) from None
         return [(n, tuple(o.shape)) for n, o in zip(self.output_names, outputs, strict=True)]
 

@@ -42,7 +42,7 @@ def _parse(text: str | None) -> tuple[str | None, int | None]:
         return (output or None), int(column)
     except ValueError:
         raise UsageError(
-            f"--score-output {text!r}: the part after ':' must be a column number, e.g. logits:1"
+            f"`score_output` {text!r}: the part after ':' must be a column number, e.g. logits:1"
         ) from None
 
 
@@ -61,7 +61,7 @@ def choose_score(
         index = int(output)
     else:
         raise UsageError(
-            f"--score-output {text!r}: {model_name} has no such output; its outputs are {listed}"
+            f"`score_output` {text!r}: {model_name} has no such output; its outputs are {listed}"
         )
     name, shape = outputs[index]
     if len(shape) == 1 or (len(shape) == 2 and shape[1] >= 1):
@@ -83,11 +83,11 @@ def _column(column: int | None, n_columns: int, name: str, rank: int, model: str
             return n_columns - 1
         raise UsageError(
             f"output {name!r} of {model} has {n_columns} columns; choose the finding's with "
-            f"--score-output {name}:COLUMN (0 to {n_columns - 1})"
+            f"`score_output` {name}:COLUMN (0 to {n_columns - 1})"
         )
     if rank == 1 or not 0 <= column < n_columns:
         raise UsageError(
-            f"--score-output column {column}: output {name!r} has "
+            f"`score_output` column {column}: output {name!r} has "
             f"{'no columns' if rank == 1 else f'columns 0 to {n_columns - 1}'}"
         )
     return column
@@ -111,7 +111,7 @@ class Activation:
 def choose_activation(requested: str, raw: np.ndarray, choice: ScoreChoice) -> Activation:
     """The scale the scores are read on; ``raw`` is the clean images' (N, K) output."""
     if requested not in ACTIVATIONS:
-        raise UsageError(f"--activation {requested!r}; use one of {', '.join(ACTIVATIONS)}")
+        raise UsageError(f"`activation` {requested!r}; use one of {', '.join(ACTIVATIONS)}")
     if requested != "auto":
         return Activation(requested, "given by --activation", requested != "none")
     if not np.all(np.isfinite(raw)):
@@ -124,7 +124,7 @@ def choose_activation(requested: str, raw: np.ndarray, choice: ScoreChoice) -> A
         return Activation("softmax", "two output values outside [0, 1]: read as class logits")
     raise UsageError(
         f"output {choice.output_name!r} has {choice.n_columns} columns of logits; say how they "
-        "become a probability: --activation sigmoid (multi-label) or softmax (multi-class)"
+        "become a probability: `activation` sigmoid (multi-label) or softmax (multi-class)"
     )
 
 

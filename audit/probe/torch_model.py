@@ -26,13 +26,13 @@ from audit.errors import UsageError
 from audit.models import formats
 from audit.models.architectures import TORCHVISION_ARCHS
 from audit.models.building import make_gray
-from audit.models.checkpoints import TRUST_CODE_FLAG, Weights, read_weights
+from audit.models.checkpoints import Weights, read_weights
 from audit.models.recognise import Recognised, build_on_meta, recognise
 from audit.models.safe_unpickle import load_trusted_pickle
 from audit.models.state_dicts import rename_old_densenet_keys, strip_wrapper_prefixes, views
 from audit.probe.onnx_file import first_line
 
-EXPORT_HINT = "export the whole model to ONNX, or to TorchScript and pass --trust-code"
+EXPORT_HINT = "export the whole model to ONNX, or to TorchScript and allow it with `trust_code`"
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def _torchscript(path: Path, trust_code: bool) -> TorchModel:
     if not trust_code:
         raise UsageError(
             f"refused to load {path.name}: it is a TorchScript archive, which is a program, not "
-            f"just weights; if you trust the file pass {TRUST_CODE_FLAG}"
+            "just weights; allow it with `trust_code` if you trust the file"
         )
     try:
         with warnings.catch_warnings():  # torch's deprecation notice is not the user's concern

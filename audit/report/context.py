@@ -7,11 +7,25 @@ re-decided here. A key the audit did not record is shown as :data:`NOT_RECORDED`
 from __future__ import annotations
 
 import base64
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from audit.constants import ILLUSTRATIVE_NOTE, STUDY_FOLDS, STUDY_LEVELS
+from audit.report.formatting import (
+    MODALITY_LABELS,
+    NOT_RECORDED,
+    as_number,
+    commit_text,
+    fmt_auc,
+    fmt_breaking_point,
+    fmt_interval,
+    fmt_level,
+    fmt_p,
+    fmt_percent,
+    fmt_signed,
+    fmt_value,
+    or_not_recorded,
+)
 from audit.report.plots import (
     ROLE_COLOURS,
     ROLE_LABELS,
@@ -20,10 +34,9 @@ from audit.report.plots import (
     Series,
     confounder_figure_svg,
 )
+from audit.report.probe_context import probe_context
 
-NOT_RECORDED = "not recorded in this audit"
 TEST_SETS = ("ood", "iid", "clean")
-MODALITY_LABELS = {"cxr": "chest X-ray", "ct": "CT"}
 CATEGORY_NOTE = (
     "MICCAT working categories: the study's own category names are not public, so medaudit "
     "groups confounders by where they enter the imaging context."
@@ -47,59 +60,7 @@ TRAIN_LABELS = {
 }
 
 
-# ----------------------------------------------------------------------------------- formatting
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def fmt_auc(value: Any) -> str:
-    number = _number(value)
-    return "n/a" if number is None else f"{number:.3f}"
-
-
-def fmt_signed(value: Any) -> str:
-    number = _number(value)
-    return "n/a" if number is None else f"{number:+.3f}"
-
-
-def fmt_p(value: Any) -> str:
-    number = _number(value)
-    return "n/a" if number is None else f"{number:.3f}"
-
-
-def fmt_level(value: Any) -> str:
-    number = _number(value)
-    return "n/a" if number is None else f"{number:g}"
-
-
-def fmt_interval(low: Any, high: Any) -> str:
-    if _number(low) is None or _number(high) is None:
-        return "n/a"
-    return f"[{fmt_signed(low)}, {fmt_signed(high)}]"
-
-
-def fmt_breaking_point(value: Any) -> str:
-    number = _number(value)
-    return "not reached" if number is None else f"p = {number:g}"
-
-
-def fmt_value(value: Any) -> str:
-    """A protocol or environment value as a reader expects it: lists joined, booleans in words."""
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, list | tuple):
-        return ", ".join(fmt_value(v) for v in value) if value else "none"
-    if isinstance(value, dict):
-        return "; ".join(f"{k} = {fmt_value(v)}" for k, v in value.items()) if value else "none"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
+# ----------------------------------------------------------------------------------- lookups
 
 
 def _get(mapping: Any, *keys: str) -> Any:
@@ -109,15 +70,6 @@ def _get(mapping: Any, *keys: str) -> Any:
             return None
         mapping = mapping[key]
     return mapping
-
-
-def _or_gap(value: Any) -> str:
-    return NOT_RECORDED if value is None or value == {} else fmt_value(value)
-
-
-def _pct(confidence: Any) -> str:
-    number = _number(confidence)
-    return "n/a" if number is None else f"{number * 100:g} %"
 
 
 # ---------------------------------------------------------------------------------- the verdict
@@ -174,7 +126,7 @@ def verdict_rows(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             "verdict": row["verdict"],
             "estimate": fmt_signed(gap.get("estimate")),
             "interval": fmt_interval(gap.get("ci_low"), gap.get("ci_high")),
-            "confidence": _pct(gap.get("confidence")),
+            "confidence": fmt_percent(gap.get("confidence")),
             "breaking_point": fmt_breaking_point(row.get("breaking_point")),
             "p_fail": fmt_p(row.get("p_fail")),
             "p_pass": fmt_p(row.get("p_pass")),
@@ -211,13 +163,15 @@ def thresholds(results: Mapping[str, Any]) -> dict[str, str]:
     return {
         "margin": fmt_signed(declared.get("margin")),
         "alpha": fmt_value(declared.get("alpha")),
-        "confidence": _pct(1 - declared["alpha"]) if _number(declared.get("alpha")) else "n/a",
+        "confidence": fmt_percent(1 - declared["alpha"])
+        if as_number(declared.get("alpha"))
+        else "n/a",
         "counted_levels": "every level run"
         if not counted
         else ", ".join(fmt_level(v) for v in counted),
         "n_resamples": fmt_value(declared.get("n_resamples")),
-        "seed": _or_gap(declared.get("seed")),
-        "breaking_auc": _or_gap(declared.get("breaking_auc")),
+        "seed": or_not_recorded(declared.get("seed")),
+        "breaking_auc": or_not_recorded(declared.get("breaking_auc")),
     }
 
 
@@ -277,7 +231,7 @@ def budget(results: Mapping[str, Any]) -> str:
     if value.get("deviations"):
         parts[0] += ": " + "; ".join(value["deviations"])
     if value.get("runs") is not None:
-        spent = _number(value.get("fine_tuning_seconds"))
+        spent = as_number(value.get("fine_tuning_seconds"))
         time = f", {spent / 60:.1f} min of fine-tuning" if spent is not None else ""
         parts.append(f"{value['runs']} runs{time}")
     return "; ".join(parts)
@@ -289,10 +243,10 @@ def _split_row(name: str, counts: Mapping[str, Any]) -> dict[str, str]:
     by_sex = counts.get("by_sex")
     return {
         "split": name,
-        "cases": _or_gap(cases),
-        "positives": _or_gap(positives),
-        "negatives": _or_gap(negatives),
-        "patients": _or_gap(counts.get("patients")),
+        "cases": or_not_recorded(cases),
+        "positives": or_not_recorded(positives),
+        "negatives": or_not_recorded(negatives),
+        "patients": or_not_recorded(counts.get("patients")),
         "by_sex": NOT_RECORDED if not isinstance(by_sex, Mapping) else fmt_value(dict(by_sex)),
     }
 
@@ -318,7 +272,7 @@ def data(results: Mapping[str, Any]) -> dict[str, Any]:
         ("source", d["source"] + (" (synthetic phantom images)" if d["synthetic"] else "")),
         ("modality", MODALITY_LABELS.get(d["modality"], d["modality"])),
         ("images / patients", f"{d['n_cases']} images of {d['n_patients']} patients"),
-        ("image size (px)", _or_gap(d.get("image_size"))),
+        ("image size (px)", or_not_recorded(d.get("image_size"))),
         ("manifest hash", d["manifest_hash"]),
         ("excluded / quarantined files", excluded_text),
     ]
@@ -330,8 +284,8 @@ def protocol(results: Mapping[str, Any]) -> dict[str, Any]:
     rows = [
         ("correlation levels p", ", ".join(fmt_level(v) for v in p["levels"])),
         ("folds (patient-level train / val)", str(p["folds"])),
-        ("validation fraction", _or_gap(p.get("val_fraction"))),
-        ("test fraction", _or_gap(p.get("test_fraction"))),
+        ("validation fraction", or_not_recorded(p.get("val_fraction"))),
+        ("test fraction", or_not_recorded(p.get("test_fraction"))),
         ("protocol seed", str(p["seed"])),
     ]
     train = [
@@ -358,13 +312,13 @@ def _band(entry: Mapping[str, Any]) -> tuple[tuple | None, tuple | None, str]:
     if entry.get("ci_low") is not None and entry.get("ci_high") is not None:
         return tuple(entry["ci_low"]), tuple(entry["ci_high"]), "bootstrap interval"
     means, sds = entry.get("mean", []), entry.get("sd", [])
-    if sds and any(_number(s) is not None for s in sds):
+    if sds and any(as_number(s) is not None for s in sds):
         low = tuple(
-            None if _number(m) is None or _number(s) is None else m - s
+            None if as_number(m) is None or as_number(s) is None else m - s
             for m, s in zip(means, sds, strict=True)
         )
         high = tuple(
-            None if _number(m) is None or _number(s) is None else m + s
+            None if as_number(m) is None or as_number(s) is None else m + s
             for m, s in zip(means, sds, strict=True)
         )
         return low, high, "mean \u00b1 1 s.d. over folds (clipped to [0, 1])"
@@ -400,7 +354,7 @@ def _gap_series(row: Mapping[str, Any] | None) -> GapSeries | None:
         tuple(gap["per_level_gap"]),
         tuple(gap.get("per_level_ci_low") or [None] * len(levels)),
         tuple(gap.get("per_level_ci_high") or [None] * len(levels)),
-        _number(row.get("margin")),
+        as_number(row.get("margin")),
     )
 
 
@@ -411,10 +365,10 @@ def _svg_data_url(svg: str) -> str:
 def _spread(entry: Mapping[str, Any], i: int) -> str:
     """The second line of an AUC cell: its interval when recorded, else +- its s.d. over folds."""
     low, high = _get(entry, "ci_low"), _get(entry, "ci_high")
-    if low is not None and high is not None and i < len(low) and _number(low[i]) is not None:
+    if low is not None and high is not None and i < len(low) and as_number(low[i]) is not None:
         return f"[{fmt_auc(low[i])}, {fmt_auc(high[i])}]"
     sds = entry.get("sd") or []
-    return f"\u00b1 {sds[i]:.3f}" if i < len(sds) and _number(sds[i]) is not None else ""
+    return f"\u00b1 {sds[i]:.3f}" if i < len(sds) and as_number(sds[i]) is not None else ""
 
 
 def _auc_table(auc: Mapping[str, Any], n_levels: int) -> list[dict[str, Any]]:
@@ -475,7 +429,7 @@ def _operating_table(operating: dict[str, Any], n_levels: int) -> list[dict[str,
 
 
 def _level_index(levels: Sequence[float], level: Any) -> int | None:
-    number = _number(level)
+    number = as_number(level)
     if number is None:
         return None
     return next((i for i, lv in enumerate(levels) if abs(lv - number) < 1e-9), None)
@@ -545,8 +499,8 @@ def _example(results: Mapping[str, Any], name: str) -> dict[str, Any] | None:
         "difference": png + example["difference"] if example.get("difference") else None,
         "gain": fmt_value(example.get("difference_gain")),
         "source": "synthetic phantom" if example.get("synthetic", True) else "the audited data",
-        "image_size": _or_gap(example.get("image_size")),
-        "shown_size": _or_gap(example.get("shown_size")),
+        "image_size": or_not_recorded(example.get("image_size")),
+        "shown_size": or_not_recorded(example.get("shown_size")),
     }
 
 
@@ -649,16 +603,6 @@ def _seconds(results: Mapping[str, Any]) -> str:
     return f"{total:.1f} s of fine-tuning and evaluation over {len(results.get('runs', []))} runs"
 
 
-def commit_text(prov: Mapping[str, Any]) -> str:
-    """The tool's commit as recorded; an explicit null means "recorded, but there was none"."""
-    commit = prov.get("tool_commit")
-    if isinstance(commit, Mapping) and commit.get("commit"):
-        return f"{commit['commit']} ({commit.get('how', 'source unknown')})"
-    if "tool_commit" in prov:
-        return "none (not installed from a checkout or a VCS URL)"
-    return NOT_RECORDED
-
-
 def reproducibility(
     results: Mapping[str, Any], results_sha256: str, rendered_utc: str
 ) -> dict[str, Any]:
@@ -679,7 +623,7 @@ def reproducibility(
         ("audit id", results["audit_id"]),
         ("results.json SHA-256", results_sha256),
         ("audit finished (UTC)", results["created_utc"]),
-        ("audit started (UTC)", _or_gap(prov.get("started_utc"))),
+        ("audit started (UTC)", or_not_recorded(prov.get("started_utc"))),
         ("report rendered (UTC)", rendered_utc),
         (
             "runs",
@@ -796,8 +740,6 @@ def _probe_section(results: Mapping[str, Any]) -> dict[str, Any] | None:
     probe = results.get("probe")
     if not isinstance(probe, Mapping):
         return None
-    from audit.report.probe_context import probe_context  # it imports this module's helpers
-
     section = probe_context(probe)
     section["gate"] = (results.get("gate") or {}).get("overall")  # what the exit code followed
     return section

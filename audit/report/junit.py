@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from audit.atomic import atomic_write_bytes
+from audit.common.atomic import atomic_write_bytes
 
 
 def add_verdict_cases(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
-import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -20,11 +19,6 @@ from typing import Any
 PDF_VARIANT = "pdf/a-3b"
 ATTACHMENT_NAME = "results.json"
 ATTACHMENT_RELATIONSHIP = "Data"  # ISO 32000-2, 7.11.3: the data the visible content shows
-
-
-def results_bytes(results: Mapping[str, Any]) -> bytes:
-    """results.json exactly as ``audit.pipeline.run_audit`` writes it."""
-    return (json.dumps(results, indent=2, allow_nan=False) + "\n").encode("utf-8")
 
 
 def sha256_hex(data: bytes) -> str:

@@ -12,18 +12,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from audit.constants import ILLUSTRATIVE_NOTE, NOT_GATED
-from audit.report.context import (
+from audit.report.formatting import (
     MODALITY_LABELS,
     NOT_RECORDED,
-    _number,
-    _or_gap,
-    _pct,
+    as_number,
     commit_text,
     fmt_auc,
     fmt_interval,
     fmt_p,
+    fmt_percent,
     fmt_signed,
     fmt_value,
+    or_not_recorded,
 )
 
 MAX_WORST_CASES = 10
@@ -54,13 +54,13 @@ OVERALL_TEXT = {
 
 def fmt_range(low: Any, high: Any) -> str:
     """An unsigned interval, for rates and AUCs (the signed one is ``fmt_interval``)."""
-    if _number(low) is None or _number(high) is None:
+    if as_number(low) is None or as_number(high) is None:
         return "n/a"
     return f"[{fmt_auc(low)}, {fmt_auc(high)}]"
 
 
 def _seconds(value: Any) -> str:
-    number = _number(value)
+    number = as_number(value)
     return "n/a" if number is None else f"{number:.2f} s"
 
 
@@ -141,7 +141,10 @@ def header(probe: Mapping[str, Any]) -> list[dict[str, Any]]:
         ),
         _row("input", _input_text(model.get("input") or {})),
         _row("score", _score_text(model.get("score") or {})),
-        _row("why this activation", _or_gap((model.get("score") or {}).get("activation_reason"))),
+        _row(
+            "why this activation",
+            or_not_recorded((model.get("score") or {}).get("activation_reason")),
+        ),
         _row(
             "operating threshold",
             f"{fmt_value(t.get('operating_threshold'))} ({t.get('operating_threshold_source')})",
@@ -161,7 +164,7 @@ def thresholds(probe: Mapping[str, Any]) -> dict[str, Any]:
         ("largest mean score shift tolerated (either sign)", f"\u00b1{fmt_value(t['max_shift'])}"),
         ("largest flip rate tolerated", fmt_value(t["max_flip_rate"])),
         ("alpha (family-wise, Holm)", fmt_value(t["alpha"])),
-        ("confidence of the intervals", _pct(1 - t["alpha"])),
+        ("confidence of the intervals", fmt_percent(1 - t["alpha"])),
         ("bootstrap resamples / seed", f"{t['n_resamples']} / {t['seed']}"),
         (
             "largest AUC gap between sexes",
@@ -171,9 +174,9 @@ def thresholds(probe: Mapping[str, Any]) -> dict[str, Any]:
             "operating threshold",
             f"{fmt_value(t['operating_threshold'])} ({t['operating_threshold_source']})",
         ),
-        ("score scale", _or_gap(t.get("scale"))),
+        ("score scale", or_not_recorded(t.get("scale"))),
     ]
-    return {"rows": rows, "confidence": _pct(1 - t["alpha"])}
+    return {"rows": rows, "confidence": fmt_percent(1 - t["alpha"])}
 
 
 # ------------------------------------------------------------------------------ the confounders
@@ -232,7 +235,7 @@ def placebo_cells(placebo: Mapping[str, Any] | None) -> dict[str, str] | None:
         return None
     shift, flips = placebo.get("mean_shift") or {}, placebo.get("flip_rate") or {}
     excess = placebo.get("excess_flip_rate") or {}
-    kept = _number(placebo.get("change_kept"))
+    kept = as_number(placebo.get("change_kept"))
     return {
         "change_kept": "n/a" if kept is None else f"{kept:.0%}",
         "shift": fmt_signed(shift.get("estimate")),
@@ -245,7 +248,7 @@ def placebo_cells(placebo: Mapping[str, Any] | None) -> dict[str, str] | None:
         "only_confounder": fmt_value(excess.get("only_confounder")),
         "only_placebo": fmt_value(excess.get("only_placebo")),
         "p": fmt_p(excess.get("p_value")),
-        "finding": _or_gap(placebo.get("finding")),
+        "finding": or_not_recorded(placebo.get("finding")),
     }
 
 
@@ -328,22 +331,22 @@ def images(probe: Mapping[str, Any]) -> list[tuple[str, str]]:
         counts += f"; {d['n_patients']} patients"
     excluded = d.get("excluded")
     return [
-        ("selection", _or_gap(d.get("selection"))),
+        ("selection", or_not_recorded(d.get("selection"))),
         ("images probed", counts),
         ("source", d["source"] + (" (synthetic phantom images)" if d.get("synthetic") else "")),
         ("modality", MODALITY_LABELS.get(d["modality"], d["modality"])),
-        ("image size (px)", _or_gap(d.get("image_size"))),
-        ("images in the data set", _or_gap(d.get("n_cases"))),
+        ("image size (px)", or_not_recorded(d.get("image_size"))),
+        ("images in the data set", or_not_recorded(d.get("n_cases"))),
         ("manifest hash", d["manifest_hash"]),
-        ("excluded / quarantined files", "none" if excluded == {} else _or_gap(excluded)),
+        ("excluded / quarantined files", "none" if excluded == {} else or_not_recorded(excluded)),
     ]
 
 
 def timing(probe: Mapping[str, Any]) -> list[tuple[str, str]]:
     t = probe.get("timing") or {}
-    rate = _number(t.get("images_per_second"))
+    rate = as_number(t.get("images_per_second"))
     return [
-        ("images scored (clean and confounded)", _or_gap(t.get("images_scored"))),
+        ("images scored (clean and confounded)", or_not_recorded(t.get("images_scored"))),
         ("wall time of the probe", _seconds(t.get("seconds_total"))),
         ("time inside the model", _seconds(t.get("seconds_in_model"))),
         ("throughput in the model", "n/a" if rate is None else f"{rate:.1f} images/s"),

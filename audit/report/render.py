@@ -11,17 +11,18 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
-from audit.atomic import atomic_write_bytes
-from audit.report.context import NOT_RECORDED, report_context
+from audit.common.atomic import atomic_write_bytes
+from audit.report.context import report_context
+from audit.report.formatting import NOT_RECORDED
 from audit.report.pdfa import (
     render_time,
     results_attachment,
-    results_bytes,
     sha256_hex,
     w3c_utc,
     write_pdf_bytes,
 )
 from audit.report.probe_context import probe_report_context
+from audit.schema import results_bytes
 
 
 def templates_dir() -> Path:

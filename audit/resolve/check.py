@@ -6,12 +6,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from audit.config import Settings
+from audit.common.hashing import canonical
 from audit.confounders import Confounder
-from audit.hashing import canonical
 from audit.resolve.confounders import ResolvedConfounder, resolve_confounders
-from audit.resolve.devices import resolve_devices
+from audit.resolve.devices import ExecutorChoice, resolve_devices
 from audit.resolve.probe import ProbeOptions, ResolvedProbe, resolve_probe
+from audit.resolve.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class ResolvedCheck:
     confounders: Mapping[str, ResolvedConfounder]
     probe: ResolvedProbe | None
     devices: tuple[str, ...]
-    executor: str
+    executor: ExecutorChoice
     protocol: str | None
 
     def with_probe(self, options: ProbeOptions) -> ResolvedCheck:
@@ -46,7 +46,7 @@ class ResolvedCheck:
             "confounders": [rc.record() for rc in self.confounders.values()],
             "probe": record(self.probe) if self.probe else None,
             "devices": list(self.devices),
-            "executor": self.executor,
+            "executor": self.executor.name,
         }
 
 
@@ -57,7 +57,7 @@ def resolve_check(
     extra: Mapping[str, Confounder] | None = None,
     probe: ProbeOptions | None = None,
     device: str | None = None,
-    executor: str = "local",
+    executor: ExecutorChoice | None = None,
     protocol: str | None = None,
 ) -> ResolvedCheck:
     """Resolve ``check`` (and, given ``probe``, its probe) from validated settings."""
@@ -65,12 +65,13 @@ def resolve_check(
         settings.confounders, settings.confounder_params, modality,
         seed=settings.seed, work_size=settings.image_size, extra=extra,
     )  # fmt: skip
+    executor = executor or ExecutorChoice()
     resolved = ResolvedCheck(
         settings=settings,
         modality=modality,
         confounders=confounders,
         probe=None,
-        devices=resolve_devices(device, executor),
+        devices=resolve_devices(device, executor.name),
         executor=executor,
         protocol=protocol,
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from types import MappingProxyType
 from typing import Any
 
 from audit.confounders import Confounder, get_confounder
@@ -31,8 +30,8 @@ class ResolvedConfounder:
     work_size: int | None  # side of the images it is applied to; None: not yet known (probe)
     to_input: str = TO_INPUT  # how the confounded image is resized to the model's input
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+    def __post_init__(self) -> None:  # a copy of its own (a plain dict: worker processes and
+        object.__setattr__(self, "params", dict(self.params))  # Ray pickle it)
 
     @property
     def kind(self) -> str:

@@ -117,7 +117,7 @@ CONSTRAINTS: tuple[Constraint, ...] = (
     _row("probe.max_flip_rate", False, 0.0, 1.0, low_open=True, high_open=True),
     _row("probe.max_sex_auc_gap", False, 0.0, 1.0, low_open=True, high_open=True, optional=True),
     _row("probe.threshold", False, optional=True),  # (0, 1) on a probability scale: scores.py
-    _row("probe.max_images", True, 1, optional=True, unset="or 0 for every image"),
+    _row("probe.max_images", True, 0),  # 0: every image
     _row("probe.input_size", True, 8, 4096, optional=True),  # unset: what the model declares
     _row("probe.batch_size", True, 1),
     _row("ray.cpus_per_task", True, 1),

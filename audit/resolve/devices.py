@@ -1,8 +1,36 @@
-"""Where runs go, read once from ``--device`` and the executor: the only reading of that text."""
+"""Where runs go: the executor and its options, and the one reading of ``--device``."""
 
 from __future__ import annotations
 
-from audit.resolve.constraints import SettingError
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from audit.errors import UsageError
+from audit.resolve.constraints import SettingError, check_setting
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class ExecutorChoice:
+    """``local``: this process, or one worker process per device; ``ray``: each cell a task on
+    a Ray cluster (``address`` None starts a local one; ``shared_cache`` a folder every node
+    mounts, where the decoded images go once; ``cpus_per_task`` torch threads per CPU task)."""
+
+    name: str = "local"
+    address: str | None = field(default=None, repr=False)
+    shared_cache: Path | None = field(default=None, repr=False)
+    cpus_per_task: int = 1
+
+    def __post_init__(self) -> None:
+        if self.name not in EXECUTORS:
+            raise SettingError("executor", self.name, " or ".join(EXECUTORS))
+        check_setting("ray.cpus_per_task", self.cpus_per_task)
+        if self.name != "ray" and (self.address or self.shared_cache):
+            raise UsageError(
+                "`ray_address` and `shared_cache` work with `executor` ray only; add it"
+            )
+
 
 RAY_DEVICES = ("cpu", "cuda")
 

@@ -26,7 +26,7 @@ class ProbeOptions:
     max_flip_rate: float = 0.05
     max_sex_auc_gap: float | None = None
     threshold: float | None = None
-    max_images: int | None = 1000  # None: every image
+    max_images: int = 1000  # 0: every image
     batch_size: int = 32  # images per forward pass
     score_output: str | None = None
     activation: str = "auto"

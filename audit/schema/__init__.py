@@ -1,10 +1,16 @@
-"""The results.json contract: one versioned JSON Schema that every stage writes to."""
+"""The results.json contract: one versioned JSON Schema, and the one writer of results.json.
+
+Every results document (an audit's, a probe's) is validated against its schema and serialised
+here, the same bytes for the file, the PDF's embedded copy and its SHA-256.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = "0"
@@ -16,6 +22,19 @@ def results_schema() -> dict[str, Any]:
     return json.loads(text)
 
 
+@cache
+def probe_schema() -> dict[str, Any]:
+    text = resources.files("audit.schema").joinpath("probe.schema.json").read_text("utf-8")
+    return json.loads(text)
+
+
+def validate_probe_results(results: dict[str, Any]) -> None:
+    """Raise jsonschema.ValidationError when a probe's results break their contract."""
+    import jsonschema
+
+    jsonschema.validate(results, probe_schema())
+
+
 def validate_results(results: dict[str, Any]) -> None:
     """Raise jsonschema.ValidationError when results break the contract; an embedded probe
     (``check --probe``) is held to the probe's own schema."""
@@ -23,6 +42,21 @@ def validate_results(results: dict[str, Any]) -> None:
 
     jsonschema.validate(results, results_schema())
     if "probe" in results:
-        from audit.probe.outputs import validate_probe_results
-
         validate_probe_results(results["probe"])
+
+
+def results_bytes(results: Mapping[str, Any]) -> bytes:
+    """results.json's bytes: strict JSON (no NaN), indented, one trailing newline."""
+    return (json.dumps(results, indent=2, allow_nan=False) + "\n").encode("utf-8")
+
+
+def write_results(results: dict[str, Any], path: Path) -> Path:
+    """Validate ``results`` against its schema (by its ``kind``), then write it atomically."""
+    from audit.common.atomic import atomic_write_bytes
+
+    if results.get("kind") == "probe":
+        validate_probe_results(results)
+    else:
+        validate_results(results)
+    atomic_write_bytes(path, results_bytes(results))
+    return path

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from audit.config import TrainSettings
+from audit.resolve.settings import TrainSettings
 
 
 def random_affine_matrices(

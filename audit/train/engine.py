@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from audit.models.architectures import Backbone
-from audit.plan import RunSpec
+from audit.plan.grid import RunSpec
 from audit.train.augment import random_affine
 from audit.train.device import autocast
 from audit.train.tensors import SetTensors, normalise, standardise, to_unit
@@ -65,7 +65,7 @@ class Classifier(nn.Module):
         return self.head(self.dropout(self.backbone(x))).squeeze(1)
 
 
-def _batches(n: int, size: int, generator: torch.Generator | None) -> list[torch.Tensor]:
+def batch_indices(n: int, size: int, generator: torch.Generator | None) -> list[torch.Tensor]:
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     chunks = list(order.split(size))
     if len(chunks) > 1 and len(chunks[-1]) < 2:  # BatchNorm cannot train on one sample
@@ -84,7 +84,7 @@ def predict(model: nn.Module, data: SetTensors, scheme: str, device: torch.devic
     return torch.cat(outputs)
 
 
-def _train_epoch(
+def train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     data: SetTensors,
@@ -95,7 +95,7 @@ def _train_epoch(
 ) -> None:
     model.train()
     settings = spec.train
-    for step, idx in enumerate(_batches(len(data), settings.batch_size, order_gen)):
+    for step, idx in enumerate(batch_indices(len(data), settings.batch_size, order_gen)):
         if settings.max_steps_per_epoch is not None and step >= settings.max_steps_per_epoch:
             break
         idx = idx.to(device)
@@ -120,7 +120,7 @@ def _auc(labels: torch.Tensor, scores: torch.Tensor) -> float:
 
 def _operating_threshold(labels: torch.Tensor, probs: torch.Tensor) -> float | None:
     """Youden's J on the (i.i.d.) validation set: chosen before any test case is seen."""
-    from audit.stats import youden_threshold
+    from audit.analysis.stats import youden_threshold
 
     y = labels.cpu().numpy().astype(int)
     if len(set(y.tolist())) < 2:
@@ -134,7 +134,7 @@ def _operating_point(
     """Sensitivity and specificity at the validation threshold, and calibration (ECE)."""
     import numpy as np
 
-    from audit.stats import expected_calibration_error, sensitivity_specificity
+    from audit.analysis.stats import expected_calibration_error, sensitivity_specificity
 
     y = labels.cpu().numpy().astype(int)
     p = np.asarray(scores, dtype=float)
@@ -161,7 +161,7 @@ def fine_tune(spec: RunSpec, backbone: Backbone, data: CellData, device: torch.d
     )
     best_loss, best_epoch, best_state, epochs_run = float("inf"), 0, None, 0
     for epoch in range(settings.epochs):
-        _train_epoch(model, optimizer, data.train, spec, order_gen, aug_gen, device)
+        train_epoch(model, optimizer, data.train, spec, order_gen, aug_gen, device)
         epochs_run = epoch + 1
         val_logits = predict(model, data.val, settings.normalize, device)
         val_loss = float(F.binary_cross_entropy_with_logits(val_logits, data.val.labels))

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 from audit.confounders import get_confounder
+from audit.confounders.examples import example_images
 from audit.data.synthetic import PhantomSettings, make_phantom_cohort
-from audit.report.examples import example_images
 from audit.schema import validate_results
 
 HERE = Path(__file__).parent

@@ -15,15 +15,15 @@ from typing import Any
 
 import torch
 
-from audit.config import Settings, TrainSettings
 from audit.constants import STUDY_LEVELS
 from audit.data.synthetic import PhantomSettings, make_phantom_cohort
+from audit.demo.standins import PretrainRecipe, load_or_pretrain
 from audit.models.architectures import Backbone
 from audit.pipeline import AuditRequest, run_audit
-from audit.plan import ModelRef
+from audit.plan.grid import ModelRef
 from audit.resolve.confounders import resolve_confounders
 from audit.resolve.devices import resolve_devices
-from audit.standins import PretrainRecipe, load_or_pretrain
+from audit.resolve.settings import Settings, TrainSettings
 
 log = logging.getLogger(__name__)
 

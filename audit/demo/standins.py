@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audit.atomic import atomic_write_bytes
-from audit.config import TrainSettings
-from audit.hashing import content_hash
+from audit.common.atomic import atomic_write_bytes
+from audit.common.hashing import content_hash
 from audit.models.architectures import Backbone, create_backbone
+from audit.resolve.settings import TrainSettings
 from audit.train.augment import random_affine
 from audit.train.tensors import normalise
 
@@ -71,7 +71,7 @@ def _medical_pretraining_set(recipe: PretrainRecipe) -> tuple[np.ndarray, np.nda
 
 def _pretraining_set(recipe: PretrainRecipe) -> tuple[np.ndarray, np.ndarray]:
     if recipe.kind == "natural":
-        from audit.textures import texture_dataset
+        from audit.demo.textures import texture_dataset
 
         return texture_dataset(recipe.n_images, recipe.image_size, recipe.seed)
     return _medical_pretraining_set(recipe)

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from audit.plan import RunSpec
-from audit.runner import AuditInputs, CellBuilder, RunFailure, failure_reason, run_cell
+from audit.plan.grid import RunSpec
+from audit.run.cells import AuditInputs, CellBuilder, RunFailure, failure_reason, run_cell
 from audit.train.engine import RunResult
 
 log = logging.getLogger(__name__)

@@ -3,13 +3,13 @@
 The decision rule, fixed before any data are seen:
 
 * Per confounder the primary measure is the shortcut gap S (see
-  :func:`audit.stats.bootstrap_shortcut_gap`): the mean over the counted levels of reference o.o.d.
+  :func:`audit.analysis.stats.bootstrap_shortcut_gap`): the mean over the counted levels of reference o.o.d.
   AUC minus user o.o.d. AUC. ``margin`` is the largest gap we tolerate.
 * Two one-sided bootstrap tests per confounder: "S > margin" (evidence to fail) and "S < margin"
   (evidence to pass). Their p-values are reported on the two-sided scale, ``p = min(1, 2 * tail)``,
   so that for a single confounder "p_fail < alpha" is exactly "the lower bound of the two-sided
   (1 - alpha) percentile CI exceeds the margin", and "p_pass < alpha" exactly "its upper bound lies
-  below the margin" -- the rule the project's issue states. Each direction thus runs at alpha / 2;
+  below the margin" -- the rule medaudit applies. Each direction thus runs at alpha / 2;
   at most one of the two can be below alpha.
 * Holm across confounders, once for the fail p-values and once for the pass p-values. The fail
   family needs it: the audit fails if any confounder fails, so wrong fails must be controlled
@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from audit.analysis.stats import GapEstimate, bootstrap_shortcut_gap, breaking_point, holm
 from audit.errors import ExitCode
 from audit.resolve.constraints import check_setting
-from audit.stats import GapEstimate, bootstrap_shortcut_gap, breaking_point, holm
 
 VERDICTS = ("pass", "fail", "inconclusive")
 CI_NOTE = (

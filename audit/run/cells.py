@@ -1,48 +1,33 @@
-"""Execute the missing runs of a plan in this process, confounding each cell once.
+"""A cell (one confounder, level and fold): its tensors built once, its runs fine-tuned.
 
-Runs of one (confounder, level, fold) follow each other, so the confounded tensors are built once
-and shared by every model; the o.o.d. and clean test sets are built once per confounder.
+The unit of work every executor hands out. Runs of one cell follow each other, so the confounded
+tensors are built once and shared by every model; the o.o.d. and clean test sets are built once
+per confounder and process.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from audit.common.hashing import canonical, content_hash
 from audit.confounders import apply_confounder
 from audit.data.cases import Cohort
-from audit.errors import MedauditError, UsageError
-from audit.hashing import canonical, content_hash
+from audit.errors import MedauditError
 from audit.models.architectures import Backbone
-from audit.plan import RunSpec, cell_sets
+from audit.plan.grid import RunSpec, cell_sets
+from audit.plan.splits import SampleSet, SplitTable
 from audit.resolve.confounders import ResolvedConfounder
-from audit.splits import SampleSet, SplitTable
-from audit.store import ResultsStore
 from audit.train.device import run_threads, set_determinism
 from audit.train.engine import CellData, RunResult, fine_tune
 from audit.train.tensors import SetTensors, to_set_tensors
 
-if TYPE_CHECKING:
-    from audit.executors_ray import RayOptions
-
 log = logging.getLogger(__name__)
-EXECUTORS = ("local", "ray")
-
-
-@dataclass
-class Outcome:
-    """Finished results (reused and new) and the keys of runs that failed."""
-
-    results: list[RunResult] = field(default_factory=list)
-    reused: int = 0
-    failed: list[str] = field(default_factory=list)
-    environment: dict[str, Any] = field(default_factory=dict)  # what remote workers report
 
 
 @dataclass(frozen=True)
@@ -167,93 +152,3 @@ def group_by_cell(specs: Sequence[RunSpec]) -> list[list[RunSpec]]:
     for spec in specs:
         cells.setdefault(spec.cell, []).append(spec)
     return list(cells.values())
-
-
-def execute(
-    specs: Sequence[RunSpec],
-    inputs: AuditInputs,
-    store: ResultsStore,
-    devices: Sequence[str],
-    executor: str = "local",
-    ray_options: RayOptions | None = None,
-) -> Outcome:
-    """Run what the store lacks, cell by cell; a failed run is recorded and the audit goes on.
-
-    ``local``: one device runs in this process; several (``cuda:0,cuda:1`` or ``cpu,cpu``) get
-    one worker process each. ``ray``: each cell is a task on a Ray cluster (``devices`` is
-    ``[]``, ``["cpu"]`` or ``["cuda"]``). Only this process writes to the store, so a kill loses
-    no finished run.
-    """
-    if executor not in EXECUTORS:
-        raise UsageError(f"executor={executor!r} is not known; use one of {', '.join(EXECUTORS)}")
-    outcome = Outcome()
-    pending = []
-    by_key = {spec.key: spec for spec in specs}
-    for spec in specs:
-        done = store.get(spec.key)
-        if done is None:
-            pending.append(spec)
-        else:
-            outcome.results.append(done)
-    outcome.reused = len(outcome.results)
-    if outcome.reused:
-        log.info("%d of %d runs already done", outcome.reused, len(specs))
-    progress = _progress_bar(len(specs), outcome.reused)
-    counter = [outcome.reused]
-
-    def record(item: RunResult | RunFailure) -> None:
-        spec = by_key[item.key]
-        if isinstance(item, RunFailure):
-            log.error(
-                "run %s (%s, %s, level %s, fold %s) failed: %s",
-                spec.key[:10], spec.role, spec.confounder, spec.level, spec.fold, item.message,
-            )  # fmt: skip
-            outcome.failed.append(item.key)
-        else:
-            store.put(item, spec_record(spec))
-            outcome.results.append(item)
-        progress.update(1)
-        counter[0] += 1  # tqdm stops counting when it is disabled (no terminal)
-        _log_progress(counter[0], len(specs), progress.disable)
-
-    cells = group_by_cell(pending)
-    if executor == "ray" and cells:
-        from audit.executors_ray import RayOptions, run_cells_on_ray
-
-        workers = run_cells_on_ray(cells, inputs, devices, record, ray_options or RayOptions())
-        outcome.environment = {"executor": "ray", "ray_workers": workers}
-    elif executor == "ray":
-        outcome.environment = {"executor": "ray"}
-    elif len(devices) <= 1:
-        device = torch.device(devices[0]) if devices else torch.device("cpu")
-        builder = CellBuilder(inputs, cells[0][0].train.input_size, device) if cells else None
-        for cell in cells:
-            for item in run_cell(cell, inputs, device, builder):
-                record(item)
-    else:
-        from audit.executors import run_cells_in_processes
-
-        run_cells_in_processes(cells, inputs, devices, record)
-    progress.close()
-    return outcome
-
-
-def _log_progress(done: int, total: int, bar_hidden: bool) -> None:
-    """Without a terminal (CI logs) report progress at every tenth of the runs instead of a bar."""
-    step = max(1, total // 10)
-    if bar_hidden and (done % step == 0 or done == total):
-        log.info("%d of %d runs done", done, total)
-
-
-def _progress_bar(total: int, done: int):  # noqa: ANN202 - tqdm's type is private
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        initial=done,
-        desc="fine-tuning runs",
-        unit="run",
-        file=sys.stderr,
-        disable=not sys.stderr.isatty(),
-        dynamic_ncols=True,
-    )

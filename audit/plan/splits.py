@@ -8,13 +8,18 @@ the artifact on every negative, none on a positive) and clean (no artifact). A s
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.model_selection import GroupShuffleSplit
 
+from audit.common.hashing import content_hash
+from audit.data.cases import Cohort
+from audit.data.study_lists import ListedSplit, preset_split
 from audit.errors import UsageError
-from audit.hashing import content_hash
+from audit.resolve.confounders import ResolvedConfounder
+from audit.resolve.settings import Settings
 
 
 @dataclass(frozen=True, eq=False)
@@ -27,6 +32,11 @@ class PatientSplit:
 
     def content_hash(self) -> str:
         return content_hash({"test": self.test, "folds": self.folds, "presampled": self.presampled})
+
+
+def from_listed(listed: ListedSplit, *, presampled: bool = False) -> PatientSplit:
+    """The plan's split from lists the data set brings (the study's, NIH's official test list)."""
+    return PatientSplit(test=listed.test, folds=listed.folds, presampled=presampled)
 
 
 @dataclass(frozen=True, eq=False)
@@ -159,3 +169,30 @@ def sampled_ood_set(
     if len(np.unique(labels[chosen])) < 2:
         raise UsageError("the o.o.d. test set of the sampling confounder lacks a class")
     return SampleSet("ood", chosen, has_attribute[chosen])
+
+
+def split_table(
+    settings: Settings,
+    cohort: Cohort,
+    confounders: Mapping[str, ResolvedConfounder],
+    protocol: str | None = None,
+) -> SplitTable:
+    """One patient-level split for every cell, or the study's lists (per confounder and level)."""
+    if protocol is None:
+        split = patient_split(
+            cohort.patients, n_folds=settings.folds, val_fraction=settings.val_fraction,
+            test_fraction=settings.test_fraction, seed=settings.seed,
+        )  # fmt: skip
+        return SplitTable(default=split)
+    specific = {}
+    for name, resolved in confounders.items():
+        conf = resolved.confounder
+        for level in settings.levels:
+            listed = preset_split(cohort, protocol, conf, level)
+            if listed is None:
+                raise UsageError(
+                    f"the {protocol} protocol has no image lists for confounder {name!r}; "
+                    "audit it without the protocol"
+                )
+            specific[(name, float(level))] = from_listed(listed, presampled=conf.kind == "sampling")
+    return SplitTable(default=None, specific=specific)

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from audit.atomic import atomic_write_text
+from audit.common.atomic import atomic_write_text
 from audit.train.engine import RunResult
 
 log = logging.getLogger(__name__)

@@ -93,7 +93,7 @@ def descriptive_statistics(
     """Per level: DeLong's paired test per fold (user vs reference, o.o.d. set) and the study's
     exact sign-flip permutation test across folds, each Holm-adjusted within the confounder.
     Reported, not gating: the verdict rests on the bootstrap of the shortcut gap."""
-    from audit.stats import delong_test, exact_sign_flip_test, holm
+    from audit.analysis.stats import delong_test, exact_sign_flip_test, holm
 
     rows = []
     for level in levels:

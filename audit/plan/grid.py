@@ -14,12 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from audit.config import INPUT_SCHEMES, Settings, TrainSettings
+from audit.common.hashing import canonical, content_hash
 from audit.confounders import Confounder
 from audit.data.cases import Cohort
-from audit.hashing import canonical, content_hash
-from audit.resolve.confounders import ResolvedConfounder
-from audit.splits import (
+from audit.plan.splits import (
     PatientSplit,
     SampleSet,
     SplitTable,
@@ -29,9 +27,10 @@ from audit.splits import (
     sampled_ood_set,
     sampled_set,
 )
+from audit.resolve.confounders import ResolvedConfounder
+from audit.resolve.settings import INPUT_SCHEMES, Settings, TrainSettings
 
 PROTOCOL_VERSION = "medaudit-protocol-1"
-ROLES = ("user", "reference", "random-init")
 
 
 @dataclass(frozen=True)

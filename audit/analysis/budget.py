@@ -2,14 +2,14 @@
 
 A verdict from 2 folds at 64 px is weaker evidence than one from the study's 5 folds at 224 px;
 the report says which, in words, instead of leaving the reader to diff settings. The defaults of
-:class:`audit.config.Settings` are the study's protocol, so they are the yardstick.
+:class:`audit.resolve.settings.Settings` are the study's protocol, so they are the yardstick.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from audit.config import Settings
+from audit.resolve.settings import Settings
 
 STUDY = Settings()
 STUDY_TIER = "study"  # every protocol setting the study's

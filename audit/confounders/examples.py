@@ -101,7 +101,7 @@ def example_images(
 ) -> dict[str, dict[str, Any]]:
     """Confounder name -> example pair, for every pixel confounder (sampling ones have none).
 
-    ``confounders`` is what ``audit.resolve.resolve_confounders`` returns. The entry records the
+    ``confounders`` is what ``audit.resolve.confounders.resolve_confounders`` returns. The entry records the
     cohort's source and whether it is synthetic, never a case id or a patient key.
     """
     if len(cohort.cases) == 0:

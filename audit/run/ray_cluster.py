@@ -29,14 +29,14 @@ from typing import Any
 import numpy as np
 
 from audit.errors import UsageError
-from audit.plan import RunSpec
-from audit.runner import AuditInputs, RunFailure, run_cell
+from audit.plan.grid import RunSpec
+from audit.run.cells import AuditInputs, RunFailure, run_cell
 from audit.train.engine import RunResult
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = (
-    "--executor ray needs Ray, which is not installed; "
+    "`executor` ray needs Ray, which is not installed; "
     "install the cluster extra: pip install 'medaudit[cluster]'"
 )
 
@@ -59,7 +59,7 @@ class RayOptions:
 
     def __post_init__(self) -> None:
         if self.cpus_per_task < 1:
-            raise UsageError(f"--ray-cpus-per-task {self.cpus_per_task}: use 1 or more")
+            raise UsageError(f"`ray_cpus_per_task` {self.cpus_per_task}: use 1 or more")
         if self.max_retries < 0:
             raise UsageError(f"max_retries={self.max_retries}: use 0 or more")
 
@@ -139,7 +139,7 @@ def _connected(ray: ModuleType, options: RayOptions) -> Iterator[None]:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {options.address}" if options.address else "a local Ray"
         raise UsageError(
-            f"cannot start or reach {where}: {_first_line(exc)}; check --ray-address "
+            f"cannot start or reach {where}: {_first_line(exc)}; check `ray_address` "
             "(host:port of the head node, or 'auto' on a node of the cluster)"
         ) from None
     try:
@@ -205,11 +205,11 @@ def _with_shared_images(inputs: AuditInputs, shared: SharedImages) -> AuditInput
         images = np.load(shared.path, mmap_mode="r")
     except OSError:
         raise RuntimeError(
-            f"--shared-cache file {shared.path} is not readable on Ray node "
+            f"`shared_cache` file {shared.path} is not readable on Ray node "
             f"{socket.gethostname()}; mount the shared folder on every node"
         ) from None
     if images.shape != shared.shape:
-        raise RuntimeError(f"--shared-cache file {shared.path} does not hold this audit's images")
+        raise RuntimeError(f"`shared_cache` file {shared.path} does not hold this audit's images")
     return dataclasses.replace(inputs, cohort=dataclasses.replace(inputs.cohort, images=images))
 
 
@@ -248,7 +248,7 @@ def _collect(
         message = f"Ray task failed: {_first_line(exc)}"
         if "No module named" in message:
             message += (
-                " (every module the audit uses, --confounder plugins too, must be installed"
+                " (every module the audit uses, `confounder` plugins too, must be installed"
                 " on the Ray workers)"
             )
         return None, [RunFailure(spec.key, message) for spec in cell]

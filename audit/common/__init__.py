@@ -1,0 +1,1 @@
+"""Helpers every stage uses: content hashing of records, atomic file writes."""

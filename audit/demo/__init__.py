@@ -1,0 +1,1 @@
+"""``medaudit demo``: two small stand-in backbones pretrained on the spot and audited."""

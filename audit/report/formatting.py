@@ -1,0 +1,81 @@
+"""How the reports write numbers and recorded values: one set of formatters for both reports."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+NOT_RECORDED = "not recorded in this audit"
+MODALITY_LABELS = {"cxr": "chest X-ray", "ct": "CT"}
+
+
+def as_number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def fmt_auc(value: Any) -> str:
+    number = as_number(value)
+    return "n/a" if number is None else f"{number:.3f}"
+
+
+def fmt_signed(value: Any) -> str:
+    number = as_number(value)
+    return "n/a" if number is None else f"{number:+.3f}"
+
+
+def fmt_p(value: Any) -> str:
+    number = as_number(value)
+    return "n/a" if number is None else f"{number:.3f}"
+
+
+def fmt_level(value: Any) -> str:
+    number = as_number(value)
+    return "n/a" if number is None else f"{number:g}"
+
+
+def fmt_interval(low: Any, high: Any) -> str:
+    if as_number(low) is None or as_number(high) is None:
+        return "n/a"
+    return f"[{fmt_signed(low)}, {fmt_signed(high)}]"
+
+
+def fmt_breaking_point(value: Any) -> str:
+    number = as_number(value)
+    return "not reached" if number is None else f"p = {number:g}"
+
+
+def fmt_value(value: Any) -> str:
+    """A protocol or environment value as a reader expects it: lists joined, booleans in words."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(fmt_value(v) for v in value) if value else "none"
+    if isinstance(value, dict):
+        return "; ".join(f"{k} = {fmt_value(v)}" for k, v in value.items()) if value else "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def or_not_recorded(value: Any) -> str:
+    return NOT_RECORDED if value is None or value == {} else fmt_value(value)
+
+
+def fmt_percent(confidence: Any) -> str:
+    number = as_number(confidence)
+    return "n/a" if number is None else f"{number * 100:g} %"
+
+
+def commit_text(prov: Mapping[str, Any]) -> str:
+    """The tool's commit as recorded; an explicit null means "recorded, but there was none"."""
+    commit = prov.get("tool_commit")
+    if isinstance(commit, Mapping) and commit.get("commit"):
+        return f"{commit['commit']} ({commit.get('how', 'source unknown')})"
+    if "tool_commit" in prov:
+        return "none (not installed from a checkout or a VCS URL)"
+    return NOT_RECORDED
