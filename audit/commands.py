@@ -479,8 +479,10 @@ def _dry_run_text(summary: dict[str, Any]) -> str:
     resolved = summary["resolved"]
     for rc in resolved["confounders"]:
         params = ", ".join(f"{k}={v}" for k, v in rc["params"].items())
-        preset = f" (preset {rc['preset']})" if rc["preset"] else ""
-        lines.append(f"  {rc['name']}{preset}: {params or 'no parameters'}")
+        preset = f", preset {rc['preset']}" if rc["preset"] else ""
+        where = f"at {rc['work_size']} px{preset}" if rc["work_size"] else preset[2:]
+        where = "selects cases, pixels unchanged" if rc["kind"] == "sampling" else where
+        lines.append(f"  {rc['name']} ({where}): {params or 'no parameters'}")
     train = resolved["train"]
     lines.append(
         f"training:  {train['epochs']} epochs, batch {train['batch_size']}, lr {train['lr']:g}, "

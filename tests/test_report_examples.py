@@ -55,7 +55,7 @@ def test_examples_are_deterministic_and_downscaled(cohort) -> None:
     confs = _confounders("tag")
     assert example_images(cohort, confs, seed=3) == example_images(cohort, confs, seed=3)
     big = np.full((300, 200), 90, dtype=np.uint8)
-    conf, params = confs["tag"]
+    conf, params = confs["tag"].confounder, confs["tag"].params
     pair = example_pair(conf, params, big, seed=0, max_side=100)
     assert _decode(pair["clean"]).shape == (100, 67)
     assert pair["image_size"] == 300 and pair["shown_size"] == 100

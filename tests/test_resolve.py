@@ -218,3 +218,21 @@ def test_a_parameter_override_keeps_the_modality_preset() -> None:
     for key, value in default_ct.params.items():
         if key != "low_dose":
             assert noise.params[key] == value, key
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        (["--confounders", "tag,bogus"], "bogus"),
+        (
+            ["--param", "tag.bogus=1"],
+            "'bogus' (in overrides) is not a parameter of confounder 'tag'",
+        ),
+        (["--param", "nosuch.size=1"], "nosuch"),
+    ],
+)
+def test_the_dry_run_refuses_unknown_confounders_and_parameters(extra, said, tmp_path, capsys):
+    """A dry run checks what the audit would plant before it reads any data."""
+    argv = [*argv_for("check --dry-run", tmp_path, "--seed", "0"), *extra]
+    code, err = run(argv, capsys)
+    assert code == 2 and said in err and "--data path" not in err, err

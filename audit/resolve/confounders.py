@@ -45,6 +45,7 @@ class ResolvedConfounder:
         """What results.json keeps of it."""
         return {
             "name": self.name,
+            "kind": self.kind,
             "preset": self.preset,
             "params": dict(self.params),
             "seed": self.seed,

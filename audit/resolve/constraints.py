@@ -29,6 +29,7 @@ class Constraint:
     high_open: bool = False
     optional: bool = False  # None (the setting left unset) is accepted
     unset: str = "or unset"  # how a user leaves an optional setting unset, in words
+    note: str = ""  # what a special value means, e.g. "0: every image"
 
     def accepted(self) -> str:
         """What is accepted, in words: "a whole number >= 1", "a number in (0, 0.5)"."""
@@ -42,7 +43,8 @@ class Constraint:
             text = f"{what} {'<' if self.high_open else '<='} {self.high:g}"
         else:
             text = what
-        return text + (f" ({self.unset})" if self.optional else "")
+        text += f" ({self.unset})" if self.optional else ""
+        return text + (f" ({self.note})" if self.note else "")
 
     def admits(self, value: object) -> bool:
         if value is None:
@@ -84,8 +86,8 @@ def refusal(name: str, value: object, accepted: str) -> str:
 
 
 def _row(key: str, whole: bool, low=None, high=None, *, low_open=False, high_open=False,
-         optional=False, unset="or unset") -> Constraint:  # fmt: skip
-    return Constraint(key, whole, low, high, low_open, high_open, optional, unset)
+         optional=False, unset="or unset", note="") -> Constraint:  # fmt: skip
+    return Constraint(key, whole, low, high, low_open, high_open, optional, unset, note)
 
 
 # Every numeric setting of check, probe and demo. Keys are the settings file's; "probe." keys are
@@ -117,7 +119,7 @@ CONSTRAINTS: tuple[Constraint, ...] = (
     _row("probe.max_flip_rate", False, 0.0, 1.0, low_open=True, high_open=True),
     _row("probe.max_sex_auc_gap", False, 0.0, 1.0, low_open=True, high_open=True, optional=True),
     _row("probe.threshold", False, optional=True),  # (0, 1) on a probability scale: scores.py
-    _row("probe.max_images", True, 0),  # 0: every image
+    _row("probe.max_images", True, 0, note="0: every image"),
     _row("probe.input_size", True, 8, 4096, optional=True),  # unset: what the model declares
     _row("probe.batch_size", True, 1),
     _row("ray.cpus_per_task", True, 1),
