@@ -17,6 +17,7 @@ from audit.resolve.settings import Settings, build_settings, find_config_file, r
 
 if TYPE_CHECKING:
     from audit.resolve.check import ResolvedCheck
+    from audit.resolve.data import DataChoice
     from audit.resolve.probe import ProbeOptions, ResolvedProbe
 
 log = logging.getLogger("audit")
@@ -254,11 +255,14 @@ def run_check(args: argparse.Namespace) -> int:
     resolved = resolve_check_args(args)
     settings = resolved.settings
     cache_dir = args.cache_dir or default_cache_dir()
+    data = data_choice(
+        args, image_size=settings.image_size, seed=settings.seed, cache_dir=cache_dir
+    )
     _check_cache_outside_out(cache_dir, args.out)
     if args.shared_cache is not None:
         _check_cache_outside_out(args.shared_cache, args.out, "--shared-cache")
     if args.dry_run:
-        return _dry_run(args, resolved, cache_dir)
+        return _dry_run(args, resolved, data)
     user = load_model(
         args.model, arch=args.arch, trust_code=args.trust_code, trust_pickle=args.trust_pickle
     )
@@ -272,7 +276,9 @@ def run_check(args: argparse.Namespace) -> int:
         raise UsageError(how_to_get_reference())
     reference = load_reference(reference_path)
     opened = _open_check_probe(args, resolved, user) if resolved.probe else None
-    cohort = _load_cohort(args, settings, cache_dir)  # after the models: fail before decoding
+    from audit.data.loading import load_chosen
+
+    cohort = load_chosen(data)  # after the models: a bad model fails before any decoding
     probe_results = None
     if opened is not None:
         from audit.probe.assemble import probe_cohort
@@ -394,40 +400,26 @@ def _open_check_probe(args: argparse.Namespace, resolved: ResolvedCheck, user: A
         raise UsageError(f"--probe: {error}") from None
 
 
-def _data_request(args: argparse.Namespace, settings: Settings, cache_dir: Path):  # noqa: ANN202
-    from audit.data.loading import DataRequest
+def data_choice(args: argparse.Namespace, *, image_size: int, seed: int, cache_dir: Path):  # noqa: ANN201
+    """The data flags of ``check`` and ``probe`` as one resolved choice (checked now)."""
+    from audit.resolve.data import DataChoice
 
-    views = _parse_views(args.views)
-    return DataRequest(
-        args.data, args.modality, cache_dir=cache_dir, source=args.source, finding=args.finding,
-        views=views, protocol=args.protocol, image_size=settings.image_size, strict=args.strict,
+    return DataChoice(
+        args.modality, image_size, cache_dir, path=args.data, synthetic=args.synthetic,
+        source=args.source, finding=args.finding, views=_parse_views(args.views),
+        protocol=getattr(args, "protocol", None), strict=args.strict,
+        synthetic_patients=args.synthetic_patients, seed=seed, progress=sys.stderr.isatty(),
     )  # fmt: skip
 
 
-def _load_cohort(args: argparse.Namespace, settings: Settings, cache_dir: Path):  # noqa: ANN202
-    if args.synthetic:
-        from audit.data.synthetic import PhantomSettings, make_phantom_cohort
-
-        log.warning("using built-in synthetic phantom data: every output is marked illustrative")
-        return make_phantom_cohort(
-            PhantomSettings(
-                modality=args.modality, n_patients=args.synthetic_patients,
-                image_size=settings.image_size, seed=settings.seed,
-            )
-        )  # fmt: skip
-    from audit.data.loading import load_cohort
-
-    return load_cohort(_data_request(args, settings, cache_dir), progress=sys.stderr.isatty())
-
-
-def _dry_run(args: argparse.Namespace, resolved: ResolvedCheck, cache_dir: Path) -> int:
+def _dry_run(args: argparse.Namespace, resolved: ResolvedCheck, data: DataChoice) -> int:
     """The data found and the plan, after every setting was checked; no model is loaded."""
     if args.synthetic:
         raise UsageError("--dry-run describes a data set on disk; it needs --data, not --synthetic")
-    from audit.data.loading import describe_dry_run
+    from audit.data.loading import describe_dry_run, request_for
 
     settings = resolved.settings
-    summary = describe_dry_run(_data_request(args, settings, cache_dir))
+    summary = describe_dry_run(request_for(data))
     n_models = 3 if settings.with_random_init else 2
     folds = STUDY_FOLDS if args.protocol else settings.folds
     summary["plan"] = {
@@ -590,7 +582,6 @@ def run_probe(args: argparse.Namespace) -> int:
     from audit.analysis.verdict import exit_code_for
     from audit.common.hashing import file_sha256
     from audit.probe.assemble import ShippedModel, open_probe, probe_cohort
-    from audit.probe.cohort import CohortOptions, load_probe_cohort
     from audit.probe.outputs import summary_lines, write_outputs
     from audit.resolve.devices import resolve_devices
 
@@ -605,15 +596,10 @@ def run_probe(args: argparse.Namespace) -> int:
     )  # fmt: skip
     opened = open_probe(model, resolved)
     spec = opened.preprocessor.spec
-    cohort = load_probe_cohort(
-        CohortOptions(
-            args.modality, args.image_size or min(2048, max(16, spec.height, spec.width)),
-            cache_dir, path=args.data, synthetic=args.synthetic, source=args.source,
-            finding=args.finding, views=_parse_views(args.views), strict=args.strict,
-            synthetic_patients=args.synthetic_patients, seed=args.seed,
-            progress=sys.stderr.isatty(),
-        )
-    )  # fmt: skip
+    from audit.data.loading import load_chosen
+
+    size = args.image_size or min(2048, max(16, spec.height, spec.width))
+    cohort = load_chosen(data_choice(args, image_size=size, seed=args.seed, cache_dir=cache_dir))
     results = probe_cohort(
         opened, cohort, model_sha256=file_sha256(str(args.model)), subset=args.subset,
         command=_command_line(args),

@@ -6,6 +6,9 @@ from __future__ import annotations
 STUDY_LEVELS = (0.0, 0.1, 0.2, 0.5, 0.8, 1.0)  # correlation levels of the confounder
 STUDY_FOLDS = 5  # train/validation folds, one run each
 
+# The imaging modalities medaudit audits: chest X-ray and CT.
+MODALITIES = ("cxr", "ct")
+
 # What every output of an audit of phantom data says about itself.
 ILLUSTRATIVE_NOTE = "illustrative: synthetic data"
 

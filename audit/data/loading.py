@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from audit.constants import MODALITIES
 from audit.data import cache as store
 from audit.data.cases import Case, Cohort
 from audit.data.decode import DecodeSettings, sniff
@@ -41,12 +42,12 @@ from audit.data.study_lists import (
     subset_name,
 )
 from audit.errors import UsageError
+from audit.resolve.data import DataChoice
 
 __all__ = ["DataRequest", "describe_dry_run", "load_cohort", "official_split", "preset_split"]
 
 log = logging.getLogger(__name__)
 
-MODALITIES = ("cxr", "ct")
 DEFAULT_HU_WINDOW = (-1000.0, 400.0)
 """CT lung window: -1000 HU (air) -> 0, +400 HU (dense bone edge) -> 255; as the phantom CT."""
 _SHOWN_QUARANTINED = 50
@@ -126,6 +127,33 @@ def load_cohort(request: DataRequest, progress: bool = True) -> Cohort:
     if request.strict and record["quarantined"]:
         raise UsageError(_strict_message(record))
     return _cohort(images, record, request)
+
+
+def request_for(choice: DataChoice) -> DataRequest:
+    """The loader's request for a data set on disk, from the resolved choice."""
+    if choice.path is None:
+        raise UsageError("images are needed: give `data` PATH, or `synthetic` for phantoms")
+    return DataRequest(
+        choice.path, choice.modality, cache_dir=choice.cache_dir, source=choice.source,
+        finding=choice.finding, views=choice.views, protocol=choice.protocol,
+        image_size=choice.image_size, strict=choice.strict,
+    )  # fmt: skip
+
+
+def load_chosen(choice: DataChoice) -> Cohort:
+    """The cohort a resolved choice names: the data set on disk, or the phantoms (every output
+    of an audit of phantoms is marked illustrative)."""
+    if choice.synthetic:
+        from audit.data.synthetic import PhantomSettings, make_phantom_cohort
+
+        log.warning("using built-in synthetic phantom data: every output is marked illustrative")
+        return make_phantom_cohort(
+            PhantomSettings(
+                modality=choice.modality, n_patients=choice.synthetic_patients,
+                image_size=choice.image_size, seed=choice.seed,
+            )
+        )  # fmt: skip
+    return load_cohort(request_for(choice), progress=choice.progress)
 
 
 def describe_dry_run(request: DataRequest) -> dict[str, Any]:

@@ -40,10 +40,10 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.ndimage import gaussian_filter
 
+from audit.constants import MODALITIES
 from audit.data.cases import SEXES, Case, Cohort
 from audit.errors import UsageError
 
-MODALITIES = ("cxr", "ct")
 CT_WINDOW_HU = (-1000.0, 400.0)
 """Lung window used to turn CT slices into uint8: HU below -1000 -> 0, above +400 -> 255."""
 

@@ -1,4 +1,4 @@
-"""The probe's images: a data set on disk (or, only when asked, the phantoms) and which of them.
+"""Which of the probe's images are scored (the images come from ``audit.data.loading.load_chosen``).
 
 The probe is training-free, so it needs no splits: it scores held-out images. When the source
 names an official test list (NIH ChestX-ray14) that list is used by default, because the model was
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -20,51 +19,6 @@ from audit.errors import UsageError
 log = logging.getLogger(__name__)
 
 AUTO_SUBSETS = ("nih/test",)  # official test lists, most specific first
-
-
-@dataclass(frozen=True)
-class CohortOptions:
-    """Where the images come from; ``path`` and ``cache_dir`` stay out of repr (identifiers)."""
-
-    modality: str
-    image_size: int
-    cache_dir: Path
-    path: Path | None = None  # None: the built-in phantoms (only with --synthetic)
-    synthetic: bool = False
-    source: str | None = None
-    finding: str = "Atelectasis"
-    views: tuple[str, ...] = ("PA",)
-    strict: bool = False
-    synthetic_patients: int = 100
-    seed: int = 0
-    progress: bool = False
-
-
-def load_probe_cohort(options: CohortOptions) -> Cohort:
-    if options.synthetic:
-        from audit.data.synthetic import PhantomSettings, make_phantom_cohort
-
-        log.warning("using built-in synthetic phantom data: every output is marked illustrative")
-        return make_phantom_cohort(
-            PhantomSettings(
-                modality=options.modality,
-                n_patients=options.synthetic_patients,
-                image_size=options.image_size,
-                seed=options.seed,
-            )
-        )
-    if options.path is None:
-        raise UsageError(
-            "the probe needs images: give `data` PATH, or `synthetic` for the built-in phantoms"
-        )
-    from audit.data.loading import DataRequest, load_cohort
-
-    request = DataRequest(
-        options.path, options.modality, cache_dir=options.cache_dir, source=options.source,
-        finding=options.finding, views=options.views, image_size=options.image_size,
-        strict=options.strict,
-    )  # fmt: skip
-    return load_cohort(request, progress=options.progress)
 
 
 @dataclass(frozen=True)
