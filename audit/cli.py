@@ -30,7 +30,7 @@ _COMMON_FLAGS = {
 }  # fmt: skip
 SETTING_FLAGS: dict[str, dict[str, str]] = {
     "check": {
-        **_COMMON_FLAGS, "folds": "--folds", "margin": "--margin", "train.epochs": "--epochs",
+        **_COMMON_FLAGS, "folds": "--folds", "repeats": "--repeats", "margin": "--margin", "train.epochs": "--epochs",
         "train.batch_size": "--batch-size", "train.lr": "--lr", "train.patience": "--patience",
         "train.max_steps_per_epoch": "--max-steps", "train.input_size": "--input-size",
         "probe.max_images": "--probe-images", "ray.cpus_per_task": "--ray-cpus-per-task",
@@ -138,6 +138,11 @@ def _protocol_options(parser: argparse.ArgumentParser) -> None:
         help="comma-separated correlation levels (default 0,0.1,0.2,0.5,0.8,1)",
     )
     proto.add_argument("--folds", type=int, default=None, help="train/val folds (default 5)")
+    proto.add_argument(
+        "--repeats", type=int, default=None,
+        help="independent training seeds per fold, sharing its split (default 1): more repeats "
+        "narrow the run-to-run part of the verdict's interval",
+    )  # fmt: skip
     proto.add_argument(
         "--seed", type=int, default=None, help="base seed of every random choice (default 0)"
     )

@@ -80,6 +80,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     flags = {
         "levels": _parse_levels(args.levels),
         "folds": args.folds,
+        "repeats": args.repeats,
         "seed": args.seed,
         "image_size": args.image_size,
         "margin": args.margin,
@@ -426,8 +427,13 @@ def _dry_run(args: argparse.Namespace, resolved: ResolvedCheck, data: DataChoice
         "confounders": list(resolved.confounders),
         "levels": list(settings.levels),
         "folds": folds,
+        "repeats": settings.repeats,
         "models": n_models,
-        "runs": len(resolved.confounders) * len(settings.levels) * folds * n_models,
+        "runs": len(resolved.confounders)
+        * len(settings.levels)
+        * folds
+        * settings.repeats
+        * n_models,
     }
     summary["resolved"] = resolved.record()
     if args.json:
@@ -466,7 +472,7 @@ def _dry_run_text(summary: dict[str, Any]) -> str:
     lines.append(
         f"plan:      {plan['runs']} fine-tuning runs = {len(plan['confounders'])} confounder(s) "
         f"({', '.join(plan['confounders'])}) x {len(plan['levels'])} level(s) x {plan['folds']} "
-        f"fold(s) x {plan['models']} models"
+        f"fold(s) x {plan['repeats']} repeat(s) x {plan['models']} models"
     )
     resolved = summary["resolved"]
     for rc in resolved["confounders"]:

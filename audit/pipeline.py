@@ -22,6 +22,7 @@ from audit.analysis.budget import budget_record
 from audit.analysis.summaries import (
     auc_summary,
     descriptive_statistics,
+    fold_results,
     ood_scores,
     operating_summary,
 )
@@ -124,7 +125,7 @@ def _verdict(
     )
     gaps = {}
     for name in names:
-        scores = ood_scores(outcome.results, name, settings.levels)
+        scores = ood_scores(fold_results(outcome.results), name, settings.levels)
         gaps[name] = GapInput(
             y_true=scores.y_true,
             levels=scores.levels,
@@ -185,7 +186,8 @@ def build_results(
     settings, cohort, confounders = request.settings, request.cohort, request.confounders
     complete = not outcome.failed and len(outcome.results) == len(specs)
     roles = {ref.role for ref, _ in request.models}
-    auc = auc_summary(outcome.results, settings.levels)
+    folds = fold_results(outcome.results)  # a fold's repeats averaged: one unit per fold
+    auc = auc_summary(folds, settings.levels)
     verdict = (
         _verdict(
             outcome,
@@ -232,6 +234,7 @@ def build_results(
         "protocol": {
             "levels": list(settings.levels),
             "folds": len(splits.get(*_first_cell(confounders, settings)).folds),
+            "repeats": settings.repeats,
             "seed": settings.seed,
             "val_fraction": settings.val_fraction,
             "test_fraction": settings.test_fraction,
@@ -259,7 +262,7 @@ def build_results(
         },
         "environment": dict(environment),
         "auc": auc,
-        "operating": operating_summary(outcome.results, settings.levels),
+        "operating": operating_summary(folds, settings.levels),
         "runs": [
             {
                 "key": r.key,
@@ -267,12 +270,15 @@ def build_results(
                 "confounder": r.confounder,
                 "level": r.level,
                 "fold": r.fold,
+                "repeat": r.repeat,
                 "auc": dict(r.auc),
                 "epochs_run": r.epochs_run,
                 "best_epoch": r.best_epoch,
                 "seconds": r.seconds,
             }
-            for r in sorted(outcome.results, key=lambda r: (r.confounder, r.level, r.fold, r.role))
+            for r in sorted(
+                outcome.results, key=lambda r: (r.confounder, r.level, r.fold, r.repeat, r.role)
+            )
         ],
         "verdict": verdict,
         "provenance": environment_details(),
@@ -284,8 +290,7 @@ def build_results(
         results["gate"] = _gate(verdict["overall"], request.probe)
     if complete and "reference" in roles:
         results["statistics"] = {
-            name: descriptive_statistics(outcome.results, name, settings.levels)
-            for name in confounders
+            name: descriptive_statistics(folds, name, settings.levels) for name in confounders
         }
     return _clean(results)
 

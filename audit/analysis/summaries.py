@@ -6,6 +6,7 @@ fold-averaged per-case o.o.d. scores on which the shortcut gap and its interval 
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,52 @@ class OodScores:
     y_true: np.ndarray
     levels: tuple[float, ...]
     by_role: dict[str, np.ndarray]  # role -> (L, n)
+
+
+def fold_results(results: Sequence[RunResult]) -> list[RunResult]:
+    """One result per (model, confounder, level, fold): a fold's repeats (independent training
+    draws on the same split) averaged first, AUCs and per-case scores alike, so every summary
+    and test treats a fold as one unit whatever ``--repeats`` is. Without repeats: unchanged."""
+    groups: dict[tuple[str, str, float, int], list[RunResult]] = defaultdict(list)
+    for result in results:
+        groups[(result.role, result.confounder, result.level, result.fold)].append(result)
+    folded = []
+    for runs in groups.values():
+        if len(runs) == 1:
+            folded.append(runs[0])
+            continue
+        runs = sorted(runs, key=lambda r: r.repeat)
+        first = runs[0]
+        for other in runs[1:]:
+            if dict(other.case_ids) != dict(first.case_ids):
+                raise ValueError("a fold's repeats scored different test cases")
+        folded.append(
+            dataclasses.replace(
+                first,
+                auc={k: float(np.mean([r.auc[k] for r in runs])) for k in first.auc},
+                scores={
+                    k: tuple(np.mean([r.scores[k] for r in runs], axis=0).tolist())
+                    for k in first.scores
+                },
+                threshold=None,  # each draw chose its own; their operating measures are averaged
+                operating=_mean_operating(runs),
+                seconds=sum(r.seconds for r in runs),
+            )
+        )
+    return folded
+
+
+def _mean_operating(runs: Sequence[RunResult]) -> dict[str, dict[str, float | None]]:
+    sets = sorted({name for r in runs for name in r.operating})
+    out: dict[str, dict[str, float | None]] = {}
+    for name in sets:
+        measures = sorted({m for r in runs for m in r.operating.get(name, {})})
+        out[name] = {}
+        for measure in measures:
+            values = [r.operating.get(name, {}).get(measure) for r in runs]
+            kept = [v for v in values if v is not None]
+            out[name][measure] = float(np.mean(kept)) if kept else None
+    return out
 
 
 def _group(results: Sequence[RunResult]) -> dict[tuple[str, str, float], list[RunResult]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -63,12 +64,15 @@ class RunSpec:
     train: TrainSettings
     protocol: str = PROTOCOL_VERSION
     confounder_code: str = ""  # a plugin confounder's code hash; "" for medaudit's own
+    repeat: int = 0  # which independent training draw of its fold (--repeats)
 
     @property
     def key(self) -> str:
         record = canonical(self)
         if not self.confounder_code:  # medaudit's own confounders: keys as they always were
             del record["confounder_code"]
+        if not self.repeat:  # the first draw of a fold keeps the key it had before repeats
+            del record["repeat"]
         return content_hash(record, length=24)
 
     @property
@@ -85,9 +89,11 @@ class CellSets:
     tests: Mapping[str, SampleSet]
 
 
-def run_seed(base_seed: int, confounder: str, level: float, fold: int) -> int:
-    """One seed per cell, shared by all models so their runs are paired (same data order)."""
-    return int(content_hash([base_seed, confounder, level, fold], length=8), 16) % (2**31)
+def run_seed(base_seed: int, confounder: str, level: float, fold: int, repeat: int = 0) -> int:
+    """One seed per cell and repeat, shared by all models so their runs are paired (same data
+    order); a fold's repeats draw independent training seeds on the same split."""
+    salt = [base_seed, confounder, level, fold] + ([repeat] if repeat else [])
+    return int(content_hash(salt, length=8), 16) % (2**31)
 
 
 def effective_train(train: TrainSettings, model: ModelRef) -> TrainSettings:
@@ -113,7 +119,7 @@ def build_runs(
         for level in settings.levels:
             split = splits.get(name, level)
             split_hash = split.content_hash()
-            for fold in range(len(split.folds)):
+            for fold, repeat in itertools.product(range(len(split.folds)), range(settings.repeats)):
                 for model in models:
                     specs.append(
                         RunSpec(
@@ -126,9 +132,10 @@ def build_runs(
                             params=frozen_params,
                             level=float(level),
                             fold=fold,
-                            seed=run_seed(settings.seed, name, level, fold),
+                            seed=run_seed(settings.seed, name, level, fold, repeat),
                             train=effective_train(settings.train, model),
                             confounder_code=code,
+                            repeat=repeat,
                         )
                     )
     return tuple(specs)

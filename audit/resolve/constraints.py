@@ -94,6 +94,7 @@ def _row(key: str, whole: bool, low=None, high=None, *, low_open=False, high_ope
 # the probe's own thresholds (the same on `probe` and on `check --probe`).
 CONSTRAINTS: tuple[Constraint, ...] = (
     _row("folds", True, 1),
+    _row("repeats", True, 1),
     _row("seed", True, 0),
     _row("image_size", True, 8, 4096),
     _row("val_fraction", False, 0.0, 0.5, low_open=True, high_open=True),

@@ -58,6 +58,7 @@ class Settings:
 
     levels: tuple[float, ...] = STUDY_LEVELS
     folds: int = 5
+    repeats: int = 1  # independent training seeds per fold (they share the fold's split)
     val_fraction: float = 0.15
     test_fraction: float = 0.25
     seed: int = 0

@@ -50,6 +50,7 @@ class RunResult:
     device: str
     threshold: float | None = None
     operating: Mapping[str, Mapping[str, float | None]] = field(default_factory=dict)
+    repeat: int = 0  # which training draw of its fold
 
 
 class Classifier(nn.Module):
@@ -199,4 +200,5 @@ def fine_tune(spec: RunSpec, backbone: Backbone, data: CellData, device: torch.d
         device=device.type,
         threshold=threshold,
         operating=operating,
+        repeat=spec.repeat,
     )
