@@ -39,7 +39,7 @@ SETTING_FLAGS: dict[str, dict[str, str]] = {
         **_COMMON_FLAGS, "probe.max_images": "--max-images", "probe.batch_size": "--batch-size",
         "probe.input_size": "--input-size",
     },
-    "demo": {"device": "--device"},
+    "demo": {"device": "--device", "seed": "--seed"},
 }  # fmt: skip
 
 EPILOG = """exit codes: 0 pass, 1 fail, 2 bad usage or input, 3 inconclusive,
@@ -318,6 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--quick", action="store_true", help="a much smaller run (seconds), for smoke tests"
     )
+    demo.add_argument(
+        "--seed", type=int, default=0,
+        help="base seed of the phantom data, the splits and every run (default 0); the stand-in "
+        "backbones stay the same, so two seeds show how far the verdict moves between audits",
+    )  # fmt: skip
     demo.set_defaults(handler="demo")
 
     report = sub.add_parser("report", help="re-render report.pdf from results.json (no training)")

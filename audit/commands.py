@@ -514,6 +514,7 @@ def run_demo(args: argparse.Namespace) -> int:
         device=args.device,
         deterministic=bool(args.deterministic),
         command=_command_line(args),
+        seed=args.seed,
     )
     _print_summary(results, args.out)
     return 0 if results["status"]["complete"] else int(ExitCode.INTERNAL)

@@ -331,3 +331,26 @@ def test_a_found_settings_file_cannot_make_medaudit_import_code(capsys, tmp_path
     code, out, _ = run_main([*args, "--config", "medaudit.toml"], capsys)
     assert code == 0 and "(tag, sneaky)" in out  # named by the user: loaded and resolved
     assert (tmp_path / "imported").exists()
+
+
+def test_demo_takes_a_seed_for_its_data_splits_and_runs(monkeypatch, capsys, tmp_path) -> None:
+    """`medaudit demo --seed N`: a second audit of the same stand-ins, to see the verdict move."""
+    import audit.demo.run as demo
+
+    assert demo.demo_settings(quick=False, deterministic=False, seed=3).seed == 3
+    seen = {}
+
+    def fake(out_dir, cache_dir, **options):
+        seen.update(options)
+        return {"status": {"complete": True}, "verdict": None}
+
+    monkeypatch.setattr(demo, "run_demo_audit", fake)
+    monkeypatch.setattr(commands, "_print_summary", lambda *a, **k: None)
+    places = ["--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
+    assert cli.main(["demo", "--seed", "7", *places]) == 0 and seen["seed"] == 7
+    monkeypatch.undo()
+    code, _, err = run_main(["demo", "--seed", "-1", *places], capsys)
+    assert code == 2 and err.strip() == (
+        "medaudit: error: --seed -1 is not accepted: use a whole number >= 0"
+    )
+    assert not (tmp_path / "cache").exists(), "refused before any stand-in was pretrained"

@@ -33,7 +33,7 @@ DEMO_IMAGE_SIZE = 64
 DEMO_LESION_CONTRAST = 1.5
 
 
-def demo_settings(quick: bool, deterministic: bool) -> Settings:
+def demo_settings(quick: bool, deterministic: bool, seed: int = 0) -> Settings:
     """The demo's reduced protocol: small images, a small model, 2 folds (5 in the study).
 
     It trains a fixed 20 epochs (patience = epochs) and keeps the epoch with the best validation
@@ -56,6 +56,7 @@ def demo_settings(quick: bool, deterministic: bool) -> Settings:
         image_size=DEMO_IMAGE_SIZE,
         confounders=("tag", "sex") if quick else ("tag", "denoise", "noise", "sex"),
         n_resamples=200 if quick else 2000,
+        seed=seed,
         train=train,
     )
 
@@ -106,9 +107,10 @@ def run_demo_audit(
     device: str | None = None,
     deterministic: bool = False,
     command: str = "medaudit demo",
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Pretrain (or reuse) both stand-ins, audit, and return the results."""
-    settings = demo_settings(quick, deterministic)
+    settings = demo_settings(quick, deterministic, seed)
     cohort = make_phantom_cohort(
         PhantomSettings(
             modality="cxr",
