@@ -625,8 +625,11 @@ def _configure_logging(
 def _by_flag(error: SettingError, args: argparse.Namespace) -> SettingError:
     """The refusal, naming the flag that set the value (a settings file's value keeps its key)."""
     flag = SETTING_FLAGS.get(args.handler, {}).get(error.key)
-    typed = [word.partition("=")[0] for word in args.typed]
-    return error.named(flag) if flag and flag in typed else error
+    typed = [word.partition("=")[0] for word in args.typed if word.startswith("--")]
+    given = flag and any(
+        flag == word or (len(word) > 2 and flag.startswith(word)) for word in typed
+    )
+    return error.named(flag) if given else error
 
 
 def option_flags(parser: argparse.ArgumentParser, command: str | None) -> dict[str, str]:

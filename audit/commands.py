@@ -224,6 +224,7 @@ def resolve_check_args(args: argparse.Namespace) -> ResolvedCheck:
             args.executor, args.ray_address, args.shared_cache, args.ray_cpus_per_task
         ),
         protocol=None if args.synthetic else args.protocol,
+        dry_run=args.dry_run,
     )
     if not args.probe:
         return resolved
@@ -590,12 +591,12 @@ def run_probe(args: argparse.Namespace) -> int:
     from audit.common.hashing import file_sha256
     from audit.probe.assemble import ShippedModel, open_probe, probe_cohort
     from audit.probe.outputs import summary_lines, write_outputs
-    from audit.resolve.devices import resolve_devices
+    from audit.resolve.devices import probe_device
 
     cache_dir = args.cache_dir or default_cache_dir()
     _check_cache_outside_out(cache_dir, args.out)
     resolved = resolve_probe_args(args)  # every value checked before any loading
-    device = resolve_devices(args.device)[0]
+    device = probe_device(args.device)
     model = ShippedModel(
         args.model, device, arch=args.arch, trust_code=args.trust_code,
         trust_pickle=args.trust_pickle, input_size=args.input_size, channels=args.channels,

@@ -55,7 +55,9 @@ def accepted_value(row: Constraint) -> float | int:
 
 
 def flag_text(value: object) -> str:
-    return "nan" if isinstance(value, float) and math.isnan(value) else f"{value:g}"
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def commands_taking(key: str) -> list[str]:
@@ -236,3 +238,42 @@ def test_the_dry_run_refuses_unknown_confounders_and_parameters(extra, said, tmp
     argv = [*argv_for("check --dry-run", tmp_path, "--seed", "0"), *extra]
     code, err = run(argv, capsys)
     assert code == 2 and said in err and "--data path" not in err, err
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a GPU")
+def test_a_dry_run_plans_gpu_devices_on_a_machine_without_one(tmp_path, capsys) -> None:
+    """A dry run is how a user checks a plan before the GPU time, often on another machine."""
+    from test_data_builders import make_nih_tree
+
+    make_nih_tree(tmp_path / "nih")
+    argv = ["check", str(tmp_path / "m.pt"), "--modality", "cxr", "--data", str(tmp_path / "nih"),
+            "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out"), "--dry-run",
+            "--device", "cuda:0,cuda:1"]  # fmt: skip
+    code = cli.main(argv)
+    out = capsys.readouterr().out
+    assert code == 0 and "devices cuda:0, cuda:1" in out
+    argv[-1] = "cuda:0,banana"
+    code, err = run(argv, capsys)
+    assert code == 2 and "--device 'banana' is not accepted" in err
+
+
+def test_two_confounders_of_one_name_are_refused() -> None:
+    from audit.confounders import get_confounder
+    from audit.errors import UsageError
+    from audit.resolve.confounders import resolve_confounders
+
+    plugin = dataclasses.replace(get_confounder("tag"), description="Another tag.")
+    with pytest.raises(UsageError, match="two confounders are named 'tag'"):
+        resolve_confounders(
+            ("tag", "mine:tag"), {}, "cxr", seed=0, work_size=32, extra={"mine:tag": plugin}
+        )
+
+
+def test_an_abbreviated_flag_is_named_in_full(tmp_path, capsys) -> None:
+    code, err = run(argv_for("check", tmp_path, "--max-step", "0"), capsys)
+    assert code == 2 and "--max-steps 0 is not accepted" in err, err
+
+
+def test_the_probe_refuses_a_device_it_cannot_run_on(tmp_path, capsys) -> None:
+    code, err = run(argv_for("probe", tmp_path, "--device", "meta"), capsys)
+    assert code == 2 and "--device 'meta' is not accepted" in err, err

@@ -42,6 +42,7 @@ from audit.data.study_lists import (
     subset_name,
 )
 from audit.errors import UsageError
+from audit.resolve.constraints import check_setting
 from audit.resolve.data import DataChoice
 
 __all__ = ["DataRequest", "describe_dry_run", "load_cohort", "official_split", "preset_split"]
@@ -84,9 +85,7 @@ class DataRequest:
         object.__setattr__(self, "views", tuple(str(v).strip().upper() for v in self.views))
         if self.modality not in MODALITIES:
             raise UsageError(f"`modality` {self.modality!r}; use one of {', '.join(MODALITIES)}")
-        size = self.image_size
-        if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= 2048:
-            raise UsageError(f"image size {size!r}; use an integer from 16 to 2048")
+        check_setting("image_size", self.image_size)  # the one row every command uses
         try:
             low, high = (float(v) for v in self.hu_window)
         except (TypeError, ValueError):

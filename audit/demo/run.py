@@ -111,6 +111,7 @@ def run_demo_audit(
 ) -> dict[str, Any]:
     """Pretrain (or reuse) both stand-ins, audit, and return the results."""
     settings = demo_settings(quick, deterministic, seed)
+    devices = resolve_devices(device or default_demo_devices())  # before any pretraining
     cohort = make_phantom_cohort(
         PhantomSettings(
             modality="cxr",
@@ -127,7 +128,7 @@ def run_demo_audit(
         models=models,
         out_dir=Path(out_dir),
         command=command,
-        devices=resolve_devices(device or default_demo_devices()),
+        devices=devices,
         confounders=resolve_confounders(
             settings.confounders,
             settings.confounder_params,

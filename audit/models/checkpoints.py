@@ -85,7 +85,7 @@ def _read_safetensors(path: Path) -> Weights:
 def _read_torchscript(path: Path, trust_code: bool) -> Weights:
     if not trust_code:
         raise UsageError(
-            f"refused to load {path}: it is a TorchScript archive, which is a program, not just "
+            f"refused to load {Path(path).name}: it is a TorchScript archive, which is a program, not just "
             "weights; allow it with `trust_code` if you trust the file, or save "
             "model.state_dict() instead"
         )

@@ -110,7 +110,7 @@ def refuse_globals(path: Path, names: list[str], what: str = "it") -> PickleRefu
     else:
         kind = "pickled Python objects beyond weights and plain metadata"
     return PickleRefused(
-        f"refused to load {path}: {what} holds {kind}; unpickling it would import {shown}, "
+        f"refused to load {Path(path).name}: {what} holds {kind}; unpickling it would import {shown}, "
         "which can run code; allow it with `trust_pickle` if you trust the file, or re-save it "
         "with torch.save(model.state_dict(), path)"
     )
@@ -137,7 +137,7 @@ def _load_error(path: Path, error: Exception) -> UsageError:
     if "weights only load failed" in first.lower():
         detail = next((ln.strip() for ln in text.splitlines() if "error:" in ln), first)
         return PickleRefused(
-            f"refused to load {path}: {_strip_ansi(detail)}; allow it with `trust_pickle` if you "
+            f"refused to load {Path(path).name}: {_strip_ansi(detail)}; allow it with `trust_pickle` if you "
             "trust the file"
         )
     return UsageError(

@@ -25,6 +25,7 @@ from audit.errors import UsageError
 from audit.models import formats
 from audit.probe.onnx_file import first_line, inspect_onnx
 from audit.probe.preprocess import DTYPES, DeclaredInput, InputSpec
+from audit.resolve.constraints import SettingError
 from audit.train.device import parse_devices
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,8 @@ def open_runner(options: ModelOptions) -> Runner:
 def _wants_cuda(device: str | None) -> tuple[bool, int]:
     """(CUDA?, index) of a device that ``audit.train.device.parse_devices`` resolved."""
     chosen = torch.device(parse_devices(device)[0])
+    if chosen.type not in ("cpu", "cuda"):  # ONNX Runtime and the probe's runner know no other
+        raise SettingError("device", device, "auto, cpu, cuda or cuda:N for the probe")
     return chosen.type == "cuda", chosen.index or 0
 
 

@@ -59,19 +59,23 @@ def resolve_check(
     device: str | None = None,
     executor: ExecutorChoice | None = None,
     protocol: str | None = None,
+    dry_run: bool = False,
 ) -> ResolvedCheck:
-    """Resolve ``check`` (and, given ``probe``, its probe) from validated settings."""
+    """Resolve ``check`` (and, given ``probe``, its probe) from validated settings. A dry run
+    may plan on another machine than the audit's: it checks devices and Ray by name only."""
     confounders = resolve_confounders(
         settings.confounders, settings.confounder_params, modality,
         seed=settings.seed, work_size=settings.image_size, extra=extra,
     )  # fmt: skip
     executor = executor or ExecutorChoice()
+    if not dry_run:
+        executor.check_installed()
     resolved = ResolvedCheck(
         settings=settings,
         modality=modality,
         confounders=confounders,
         probe=None,
-        devices=resolve_devices(device, executor.name),
+        devices=resolve_devices(device, executor.name, check_available=not dry_run),
         executor=executor,
         protocol=protocol,
     )

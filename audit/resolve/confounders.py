@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from audit.confounders import Confounder, get_confounder
+from audit.errors import UsageError
 
 # How a confounded image reaches the model's input today (train/tensors.py, probe/preprocess.py):
 # the cached image, at the working size, is resized bilinearly with antialiasing.
@@ -87,6 +88,11 @@ def resolve_confounders(
         overrides = dict(params.get(name, {}))
         preset = choose_preset(conf, overrides, modality)
         overrides.pop("preset", None)
+        if conf.name in resolved:
+            raise UsageError(
+                f"two confounders are named {conf.name!r} ({name!r} among them); audit one of "
+                "them, or give the plugin's confounder another name"
+            )
         resolved[conf.name] = ResolvedConfounder(
             name=conf.name,
             confounder=conf,

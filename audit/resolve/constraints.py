@@ -95,8 +95,8 @@ def _row(key: str, whole: bool, low=None, high=None, *, low_open=False, high_ope
 CONSTRAINTS: tuple[Constraint, ...] = (
     _row("folds", True, 1),
     _row("repeats", True, 1),
-    _row("seed", True, 0),
-    _row("image_size", True, 8, 4096),
+    _row("seed", True, 0, 2**32 - 1),  # numpy and scikit-learn take 32-bit seeds
+    _row("image_size", True, 16, 2048),  # the decoded cache's side
     _row("val_fraction", False, 0.0, 0.5, low_open=True, high_open=True),
     _row("test_fraction", False, 0.0, 0.5, low_open=True, high_open=True),
     _row("margin", False, 0.0, 1.0, high_open=True),
@@ -105,7 +105,7 @@ CONSTRAINTS: tuple[Constraint, ...] = (
     _row("n_resamples", True, 100),
     _row("synthetic_patients", True, 8),
     _row("train.epochs", True, 1),
-    _row("train.batch_size", True, 2),  # BatchNorm needs two images to train
+    _row("train.batch_size", True, 1),
     _row("train.lr", False, 0.0, low_open=True),
     _row("train.weight_decay", False, 0.0),
     _row("train.patience", True, 0),

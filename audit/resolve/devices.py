@@ -31,18 +31,28 @@ class ExecutorChoice:
                 "`ray_address` and `shared_cache` work with `executor` ray only; add it"
             )
 
+    def check_installed(self) -> None:
+        """Ray is an extra: say how to install it before any model or image is loaded."""
+        if self.name == "ray":
+            from audit.run.ray_cluster import require_ray
+
+            require_ray()
+
 
 RAY_DEVICES = ("cpu", "cuda")
 
 
-def resolve_devices(requested: str | None, executor: str = "local") -> tuple[str, ...]:
+def resolve_devices(
+    requested: str | None, executor: str = "local", *, check_available: bool = True
+) -> tuple[str, ...]:
     """Local: one worker per entry (``cuda:0,cuda:1``, ``cpu,cpu``), or the best single device.
     Ray: ``cpu`` or ``cuda`` for every task (Ray assigns each task its own GPU), or () to let
-    the cluster's GPUs decide; the driver's own devices do not matter, it may have no GPU."""
+    the cluster's GPUs decide; the driver's own devices do not matter, it may have no GPU.
+    ``check_available`` False (a dry run, planned on another machine) checks the spelling only."""
     if executor != "ray":
         from audit.train.device import parse_devices
 
-        return tuple(parse_devices(requested))
+        return tuple(parse_devices(requested, check_available=check_available))
     if not requested:
         return ()
     names = [d.strip() for d in requested.split(",") if d.strip()]
@@ -51,3 +61,14 @@ def resolve_devices(requested: str | None, executor: str = "local") -> tuple[str
             "device", requested, "cpu or cuda with the Ray executor (Ray assigns each task its GPU)"
         )
     return tuple(names)
+
+
+def probe_device(requested: str | None) -> str:
+    """The one device the probe scores on: the first of ``requested``, a CPU or a CUDA device
+    (ONNX Runtime and the probe's runners know no other)."""
+    import torch
+
+    device = resolve_devices(requested)[0]
+    if torch.device(device).type not in ("cpu", "cuda"):
+        raise SettingError("device", device, "auto, cpu, cuda or cuda:N for the probe")
+    return device

@@ -16,7 +16,7 @@ def pick_device(requested: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def parse_devices(requested: str | None) -> list[str]:
+def parse_devices(requested: str | None, *, check_available: bool = True) -> list[str]:
     """The one reading of ``--device``: ``cuda:0,cuda:1`` or ``cpu,cpu`` -> one worker per entry;
     None or ``auto`` -> the best single device. The probe takes the first entry."""
     from audit.resolve.constraints import SettingError
@@ -32,7 +32,7 @@ def parse_devices(requested: str | None) -> list[str]:
             device = torch.device(name)
         except RuntimeError:
             raise SettingError("device", name, accepted) from None
-        if device.type == "cuda" and not torch.cuda.is_available():
+        if check_available and device.type == "cuda" and not torch.cuda.is_available():
             raise SettingError("device", name, "cpu (no CUDA device is available on this machine)")
     return devices
 
