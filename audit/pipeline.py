@@ -308,10 +308,12 @@ def _ray_options(request: AuditRequest) -> RayOptions | None:
     )
 
 
-def _environment(devices: Sequence[str], outcome: Outcome) -> dict[str, Any]:
+def _environment(
+    devices: Sequence[str], outcome: Outcome, deterministic: bool = False
+) -> dict[str, Any]:
     """Where the runs ran: this machine, or (Ray) the first worker that reported, and all of them."""
     if outcome.environment.get("executor") != "ray":
-        return environment_fingerprint(torch.device(devices[0]))
+        return environment_fingerprint(torch.device(devices[0]), deterministic)
     workers = outcome.environment.get("ray_workers") or [
         environment_fingerprint(torch.device("cpu"))  # every run was reused: the driver's
     ]
@@ -347,7 +349,13 @@ def run_audit(request: AuditRequest) -> AuditOutputs:
     outcome = execute(
         specs, inputs, ResultsStore(out_dir), devices, request.executor.name, ray_options
     )
-    results = build_results(request, splits, specs, outcome, _environment(devices, outcome))
+    results = build_results(
+        request,
+        splits,
+        specs,
+        outcome,
+        _environment(devices, outcome, settings.train.deterministic),
+    )
     results_path = write_results(results, out_dir / "results.json")
     from audit.report.junit import write_junit
     from audit.report.render import drop_stale_report, render_report_or_warn

@@ -279,11 +279,16 @@ def data(results: Mapping[str, Any]) -> dict[str, Any]:
     return {"rows": rows, "splits": table}
 
 
+def _repeats_text(repeats: int) -> str:
+    return f" x {repeats} repeats (a fold's repeats averaged first)" if repeats > 1 else ""
+
+
 def protocol(results: Mapping[str, Any]) -> dict[str, Any]:
     p = results["protocol"]
     rows = [
         ("correlation levels p", ", ".join(fmt_level(v) for v in p["levels"])),
         ("folds (patient-level train / val)", str(p["folds"])),
+        ("repeats per fold (independent training seeds)", str(p.get("repeats", 1))),
         ("validation fraction", or_not_recorded(p.get("val_fraction"))),
         ("test fraction", or_not_recorded(p.get("test_fraction"))),
         ("protocol seed", str(p["seed"])),
@@ -699,7 +704,8 @@ def report_context(
         (
             "protocol",
             f"levels {', '.join(fmt_level(v) for v in results['protocol']['levels'])}; "
-            f"{results['protocol']['folds']} fold(s)",
+            f"{results['protocol']['folds']} fold(s)"
+            + _repeats_text(results["protocol"].get("repeats", 1)),
         ),
         (
             "declared in advance",

@@ -229,7 +229,7 @@ def _cell_task(
     device = torch.device(device_name)  # on a GPU task Ray has made its GPU the only one visible
     if device.type == "cpu":
         torch.set_num_threads(threads)
-    fingerprint = environment_fingerprint(device)
+    fingerprint = environment_fingerprint(device, cell[0].train.deterministic)
     if shared is not None:
         try:
             inputs = _with_shared_images(inputs, shared)

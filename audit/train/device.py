@@ -73,14 +73,16 @@ def run_threads(deterministic: bool, device: torch.device) -> Iterator[None]:
         torch.set_num_threads(saved)
 
 
-def environment_fingerprint(device: torch.device) -> dict[str, str]:
-    """What a reader needs to know which results are comparable."""
+def environment_fingerprint(device: torch.device, deterministic: bool = False) -> dict[str, str]:
+    """What a reader needs to know which results are comparable; ``threads`` is what the runs
+    computed with (one for a deterministic run on the CPU, see :func:`run_threads`)."""
+    threads = 1 if deterministic and device.type == "cpu" else torch.get_num_threads()
     info = {
         "device": device.type,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
-        "threads": str(torch.get_num_threads()),
+        "threads": str(threads),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
