@@ -140,8 +140,8 @@ def _protocol_options(parser: argparse.ArgumentParser) -> None:
     proto.add_argument("--folds", type=int, default=None, help="train/val folds (default 5)")
     proto.add_argument(
         "--repeats", type=int, default=None,
-        help="independent training seeds per fold, sharing its split (default 1): more repeats "
-        "narrow the run-to-run part of the verdict's interval",
+        help="independent training seeds per fold, sharing its split (default 1); a fold's "
+        "repeats are averaged before any statistic",
     )  # fmt: skip
     proto.add_argument(
         "--seed", type=int, default=None, help="base seed of every random choice (default 0)"
