@@ -351,6 +351,6 @@ def test_demo_takes_a_seed_for_its_data_splits_and_runs(monkeypatch, capsys, tmp
     monkeypatch.undo()
     code, _, err = run_main(["demo", "--seed", "-1", *places], capsys)
     assert code == 2 and err.strip() == (
-        "medaudit: error: --seed -1 is not accepted: use a whole number >= 0"
+        "medaudit: error: --seed -1 is not accepted: use a whole number in [0, 4294967295]"
     )
     assert not (tmp_path / "cache").exists(), "refused before any stand-in was pretrained"

@@ -34,17 +34,24 @@ class Constraint:
     def accepted(self) -> str:
         """What is accepted, in words: "a whole number >= 1", "a number in (0, 0.5)"."""
         what = "a whole number" if self.whole else "a finite number"
+        low, high = self._shown(self.low), self._shown(self.high)
         if self.low is not None and self.high is not None:
             left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-            text = f"{what} in {left}{self.low:g}, {self.high:g}{right}"
+            text = f"{what} in {left}{low}, {high}{right}"
         elif self.low is not None:
-            text = f"{what} {'>' if self.low_open else '>='} {self.low:g}"
+            text = f"{what} {'>' if self.low_open else '>='} {low}"
         elif self.high is not None:
-            text = f"{what} {'<' if self.high_open else '<='} {self.high:g}"
+            text = f"{what} {'<' if self.high_open else '<='} {high}"
         else:
             text = what
         text += f" ({self.unset})" if self.optional else ""
         return text + (f" ({self.note})" if self.note else "")
+
+    def _shown(self, bound: float | None) -> str:
+        """A bound as a user reads it: whole bounds in full (4294967295, not 4.29497e+09)."""
+        if bound is None:
+            return ""
+        return str(int(bound)) if self.whole else f"{bound:g}"
 
     def admits(self, value: object) -> bool:
         if value is None:
