@@ -36,10 +36,17 @@ def fmt_level(value: Any) -> str:
     return "n/a" if number is None else f"{number:g}"
 
 
-def fmt_interval(low: Any, high: Any) -> str:
+def fmt_interval(low: Any, high: Any, *, signed: bool = True) -> str:
+    """An interval as the reports write it: signed for gaps and shifts, unsigned for rates."""
     if as_number(low) is None or as_number(high) is None:
         return "n/a"
-    return f"[{fmt_signed(low)}, {fmt_signed(high)}]"
+    number = fmt_signed if signed else fmt_auc
+    return f"[{number(low)}, {number(high)}]"
+
+
+def fmt_range(low: Any, high: Any) -> str:
+    """An unsigned interval, for rates and AUCs."""
+    return fmt_interval(low, high, signed=False)
 
 
 def fmt_breaking_point(value: Any) -> str:

@@ -21,6 +21,7 @@ from audit.report.formatting import (
     fmt_interval,
     fmt_p,
     fmt_percent,
+    fmt_range,
     fmt_signed,
     fmt_value,
     or_not_recorded,
@@ -50,13 +51,6 @@ OVERALL_TEXT = {
 
 
 # ----------------------------------------------------------------------------------- formatting
-
-
-def fmt_range(low: Any, high: Any) -> str:
-    """An unsigned interval, for rates and AUCs (the signed one is ``fmt_interval``)."""
-    if as_number(low) is None or as_number(high) is None:
-        return "n/a"
-    return f"[{fmt_auc(low)}, {fmt_auc(high)}]"
 
 
 def _seconds(value: Any) -> str:
