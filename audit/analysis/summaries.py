@@ -7,6 +7,7 @@ fold-averaged per-case o.o.d. scores on which the shortcut gap and its interval 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -137,14 +138,21 @@ def _paired_runs(
 def descriptive_statistics(
     results: Sequence[RunResult], confounder: str, levels: Sequence[float]
 ) -> list[dict[str, Any]]:
-    """Per level: DeLong's paired test per fold (user vs reference, o.o.d. set) and the study's
-    exact sign-flip permutation test across folds, each Holm-adjusted within the confounder.
-    Reported, not gating: the verdict rests on the bootstrap of the shortcut gap."""
-    from audit.analysis.stats import delong_test, exact_sign_flip_test, holm
+    """Per level: DeLong's paired test per fold (user vs reference, o.o.d. set) and medaudit's
+    paired sign-flip test across folds, each Holm-adjusted within the confounder; and the study's
+    own test: an unpaired two-sample permutation test of the per-fold o.o.d. AUCs, enumerated
+    exactly (scipy's permutation ``ttest_ind``, which the study ran, orders splits by the same
+    statistic), unadjusted as the study reported it. Reported, not gating."""
+    from audit.analysis.stats import (
+        delong_test,
+        exact_permutation_test,
+        exact_sign_flip_test,
+        holm,
+    )
 
     rows = []
     for level in levels:
-        per_fold, diffs = [], []
+        per_fold, diffs, fold_aucs = [], [], {"user": [], "reference": []}
         for user, reference in _paired_runs(results, confounder, level):
             y = np.array(user.labels["ood"])
             try:
@@ -161,6 +169,9 @@ def descriptive_statistics(
                  "delong_p": float(test.p_value)}
             )  # fmt: skip
             diffs.append(float(test.diff))
+            fold_aucs["user"].append(float(user.auc["ood"]))
+            fold_aucs["reference"].append(float(reference.auc["ood"]))
+        study = _study_test(fold_aucs["user"], fold_aucs["reference"], exact_permutation_test)
         rows.append(
             {
                 "level": float(level),
@@ -169,10 +180,22 @@ def descriptive_statistics(
                 "delong_p": [f["delong_p"] for f in per_fold],
                 "permutation_p": float(exact_sign_flip_test(diffs)) if len(diffs) >= 2 else None,
                 "n_permutations": 2 ** len(diffs),
+                **study,
             }
         )
     _holm_in_place(rows, holm)
     return rows
+
+
+def _study_test(user: list[float], reference: list[float], test: Any) -> dict[str, Any]:
+    """The study's comparison of two models' fold AUCs; None without two finite AUCs a side."""
+    finite = [v for v in user + reference if np.isfinite(v)]
+    if len(user) < 2 or len(reference) < 2 or len(finite) != len(user) + len(reference):
+        return {"study_test_p": None, "study_test_splits": None}
+    return {
+        "study_test_p": float(test(user, reference)),
+        "study_test_splits": math.comb(len(user) + len(reference), len(user)),
+    }
 
 
 def _holm_in_place(rows: list[dict[str, Any]], holm: Any) -> None:

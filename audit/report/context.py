@@ -488,6 +488,7 @@ def _stats_table(
                 "delong_adjusted": _p_entry(test, "delong_p_adjusted"),
                 "permutation": _p_entry(test, "permutation_p"),
                 "permutation_adjusted": _p_entry(test, "permutation_p_adjusted"),
+                "study_test": _p_entry(test, "study_test_p"),
             }
         )
     return table
@@ -670,8 +671,11 @@ GLOSSARY = (
     ("breaking point", "The lowest correlation level at which the audited model's o.o.d. AUC "
      "falls below the breaking AUC (chance); 'not reached' if it never does."),
     ("DeLong test", "A paired test of two correlated AUCs on the same cases (descriptive here)."),
-    ("permutation test", "The study's paired test across folds, permutations enumerated exactly "
-     "(descriptive here)."),
+    ("sign-flip test", "medaudit's paired test across folds: the sign of each fold's AUC "
+     "difference flipped in every way, enumerated exactly (descriptive here)."),
+    ("the study's test", "An unpaired two-sample permutation test of the two models' per-fold "
+     "o.o.d. AUCs, every split enumerated (252 for 5 folds against 5), two-sided and unadjusted, "
+     "as the study ran it (descriptive here)."),
     ("MICCAT category", "Where a confounder enters the imaging context: patient, acquisition, "
      "processing or annotation (working names)."),
     ("reference", "A model pretrained on medical images (RadImageNet), fine-tuned side by side "
