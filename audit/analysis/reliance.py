@@ -39,6 +39,8 @@ from scipy import sparse
 from scipy.optimize import brentq
 from scipy.special import chdtri, gammaln, ndtr, ndtri, stdtrit
 
+from audit.analysis.stats import holm
+
 ROLES = ("user", "reference")
 KINDS = ("pixel", "sampling")
 VERDICTS = ("pass", "fail", "inconclusive")
@@ -623,7 +625,7 @@ def _pivot_tail(distance: float, var_test: float, var_runs: float, n_folds: int)
         return float(ndtr(-distance / math.sqrt(var_test)))
     s, w = _chi_nodes(n_folds - 1)
     scale = np.sqrt(var_test + var_runs * (n_folds - 1) / np.square(s))
-    return float(w @ ndtr(-distance / scale))
+    return float(np.clip(w @ ndtr(-distance / scale), 0.0, 1.0))  # quadrature can overshoot 1
 
 
 def _pivot_quantile(tail: float, var_test: float, var_runs: float, n_folds: int) -> float:
@@ -871,17 +873,6 @@ def _retention(cells: list[tuple[str, float]], mean_c: np.ndarray) -> tuple[Rete
 # ------------------------------------------------------------------------------------- decision
 
 
-def _holm(p_values: Sequence[float]) -> list[float]:
-    """Holm's step-down adjusted p-values (as audit.analysis.stats.holm, kept here so that this
-    module needs numpy and scipy only)."""
-    p = np.asarray(p_values, dtype=float)
-    order = np.argsort(p, kind="stable")
-    scaled = p[order] * (p.size - np.arange(p.size))
-    adjusted = np.empty_like(p)
-    adjusted[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
-    return [float(v) for v in adjusted]
-
-
 def decide(
     confounders: Mapping[str, ConfounderRuns],
     settings: RelianceSettings | None = None,
@@ -924,7 +915,7 @@ def decide_from_estimates(
     margin, half = settings.margin, settings.alpha / 2.0
     p_fail = [estimates[n].p_greater(margin) for n in names]
     p_pass = [estimates[n].p_less(margin) for n in names]
-    adjusted = _holm(p_fail)
+    adjusted = holm(p_fail)
     decisions = []
     for i, name in enumerate(names):
         est = estimates[name]
