@@ -144,14 +144,59 @@ def _print_summary(results: dict[str, Any], out_dir: Path, report: bool = True) 
         return
     if verdict is None:
         return
-    for row in verdict["per_confounder"]:
-        gap = row["gap"]
-        print(
-            f"  {row['confounder']:<8} {row['verdict'].upper():<13} S = {gap['estimate']:+.3f} "
-            f"[{gap['ci_low']:+.3f}, {gap['ci_high']:+.3f}]"
-        )
-    print(f"overall: {verdict['overall'].upper()}")
+    for line in verdict_lines(results):
+        print(line)
     _print_probe(results, verdict["overall"])
+
+
+def _interval(record: dict[str, Any] | None, name: str) -> str:
+    if not record or record.get("estimate") is None:
+        return f"{name} n/a"
+    return (
+        f"{name} = {record['estimate']:+.3f} [{record['ci_low']:+.3f}, {record['ci_high']:+.3f}]"
+    )
+
+
+def verdict_lines(results: dict[str, Any]) -> list[str]:
+    """The console's verdict: per confounder the gated reliance gap D and, beside it, the
+    descriptive o.o.d. AUC gap S; then the overall verdict and what inconclusive counts as."""
+    verdict = results["verdict"]
+    if verdict.get("measure") != "reliance_gap":  # a schema-0 document: S was the gate
+        rows = [
+            f"  {r['confounder']:<8} {r['verdict'].upper():<13} {_interval(r.get('gap'), 'S')}"
+            for r in verdict["per_confounder"]
+        ]
+        return [*rows, f"overall: {verdict['overall'].upper()}"]
+    lines = []
+    for row in verdict["per_confounder"]:
+        gated = _interval(row.get("reliance"), "D") if row["gated"] else "D not gated"
+        lines.append(
+            f"  {row['confounder']:<8} {row['verdict'].upper():<13} {gated}   "
+            f"({_interval(row.get('shortcut_gap'), 'S')}, descriptive)"
+        )
+    lines.append(
+        f"overall: {verdict['overall'].upper()}   (D: reliance gap, gated at margin "
+        f"{verdict['thresholds']['margin']:g}; S: o.o.d. AUC gap, not gated)"
+    )
+    gate = results.get("gate") or {}
+    if verdict["overall"] == "inconclusive" and gate.get("inconclusive_counted_as"):
+        lines.append(
+            f"note:    inconclusive counted as {gate['inconclusive_counted_as']} "
+            f"(--inconclusive-exit {gate['inconclusive_exit']}){_detectable(results)}"
+        )
+    return lines
+
+
+def _detectable(results: dict[str, Any]) -> str:
+    """The smallest gap this audit could have detected (from its power record), as a clause."""
+    gaps = [
+        p["detectable_gap"]
+        for p in (results.get("power") or {}).values()
+        if isinstance(p, dict) and p.get("detectable_gap") is not None
+    ]
+    if not gaps:
+        return ""
+    return f"; the smallest reliance gap this audit could detect is about {max(gaps):.2f}"
 
 
 def _print_probe(results: dict[str, Any], audit_overall: str | None) -> None:
@@ -303,6 +348,7 @@ def run_check(args: argparse.Namespace) -> int:
         executor=resolved.executor,
         probe=probe_results,
         write_report=not args.no_report,
+        inconclusive_exit=args.inconclusive_exit,
     )
     outputs = run_audit(request)
     _print_summary(outputs.results, args.out, report=outputs.report_path is not None)
@@ -437,6 +483,15 @@ def _dry_run(args: argparse.Namespace, resolved: ResolvedCheck, data: DataChoice
         * n_models,
     }
     summary["resolved"] = resolved.record()
+    from audit.analysis.planning import plan_power, planned_test_sets_from_counts
+
+    test_sets = planned_test_sets_from_counts(
+        summary, resolved.confounders, test_fraction=settings.test_fraction
+    )
+    summary["power"] = plan_power(
+        test_sets, folds=folds, repeats=settings.repeats, margin=settings.margin,
+        alpha=settings.alpha,
+    )  # fmt: skip
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
@@ -488,6 +543,9 @@ def _dry_run_text(summary: dict[str, Any]) -> str:
         f"patience {train['patience']}, input {train['input_size']} px, devices "
         f"{', '.join(resolved['devices']) or 'the cluster'}"
     )
+    from audit.analysis.planning import power_lines
+
+    lines.extend(power_lines(summary["power"]))
     lines.append("(use --json for the full summary)")
     return "\n".join(lines)
 

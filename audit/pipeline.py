@@ -23,7 +23,6 @@ from audit.analysis.summaries import (
     auc_summary,
     descriptive_statistics,
     fold_results,
-    ood_scores,
     operating_summary,
 )
 from audit.common.hashing import canonical, content_hash
@@ -64,6 +63,7 @@ class AuditRequest:
     executor: ExecutorChoice = dataclasses.field(default_factory=ExecutorChoice)
     probe: Mapping[str, Any] | None = None  # `check --probe`: the probe's results, run first
     write_report: bool = True  # False: no report.pdf (render it later with `medaudit report`)
+    inconclusive_exit: int = 3  # the exit code an inconclusive verdict gets (0: counted as pass)
 
 
 @dataclass(frozen=True)
@@ -104,59 +104,95 @@ def _clean(value: Any) -> Any:
 
 
 def _verdict(
-    outcome: Outcome,
-    settings: Settings,
-    names: Sequence[str],
-    has_reference: bool,
-    summary: Mapping[str, Any],
-    patient_of: Mapping[str, str],
+    outcome: Outcome, request: AuditRequest, splits: SplitTable, has_reference: bool
 ) -> dict[str, Any] | None:
     """The pre-declared verdict, or None when runs are missing (an incomplete audit decides nothing)."""
     if outcome.failed or not has_reference:
         return None
-    from audit.analysis.verdict import GapInput, Thresholds, baseline_adjusted_gap, decide, to_dict
+    from audit.analysis.gate import gate_record
 
-    thresholds = Thresholds(
+    settings, confounders = request.settings, request.confounders
+    return gate_record(
+        outcome.results,
+        {name: rc.confounder.kind for name, rc in confounders.items()},
+        _not_gated(confounders, splits, settings),
+        levels=settings.levels,
         margin=settings.margin,
         alpha=settings.alpha,
         counted_levels=settings.counted_levels,
-        n_resamples=settings.n_resamples,
-        seed=settings.seed,
+        patient_of={case.case_id: case.patient_key for case in request.cohort.cases},
     )
-    gaps = {}
-    for name in names:
-        scores = ood_scores(fold_results(outcome.results), name, settings.levels)
-        gaps[name] = GapInput(
-            y_true=scores.y_true,
-            levels=scores.levels,
-            user_scores=scores.by_role["user"],
-            reference_scores=scores.by_role["reference"],
-            user_ood_auc_by_level=tuple(summary[name]["user"]["ood"]["mean"]),
-            clusters=np.array([patient_of[case] for case in scores.case_ids]),
+
+
+def _not_gated(
+    confounders: Mapping[str, ResolvedConfounder], splits: SplitTable, settings: Settings
+) -> dict[str, str]:
+    """Confounders shown but not gated by design: a sampling confounder on presampled study lists,
+    whose test set has no negatives of the other value (so no lift AUC)."""
+    from audit.analysis.gate import PROTOCOL_SEX_REASON
+
+    return {
+        name: PROTOCOL_SEX_REASON
+        for name, rc in confounders.items()
+        if rc.confounder.kind == "sampling" and splits.get(name, settings.levels[0]).presampled
+    }
+
+
+def _clean_test(rc: ResolvedConfounder, presampled: bool) -> str | None:
+    """What the confounder's clean test set holds (None: it has none)."""
+    conf = rc.confounder
+    if conf.kind == "pixel":
+        return "the test cases without the artifact"
+    if presampled:
+        return None
+    return (
+        f"test cases of both classes whose {conf.attribute} is not {conf.attribute_value} "
+        "(the value training pairs with negatives)"
+    )
+
+
+def _power(request: AuditRequest, splits: SplitTable) -> dict[str, Any]:
+    """What this audit can resolve per confounder, from its test sets and runs, before any run."""
+    from audit.analysis.planning import plan_power, planned_test_sets_from_cohort
+
+    settings, first = request.settings, request.settings.levels[0]
+    records: dict[str, Any] = {}
+    for name, rc in request.confounders.items():
+        split = splits.get(name, first)
+        test_sets = planned_test_sets_from_cohort(
+            request.cohort, split.test, {name: rc}, presampled=split.presampled
         )
-    verdict = to_dict(decide(gaps, thresholds))
-    for row in verdict["per_confounder"]:
-        adjusted = baseline_adjusted_gap(row["confounder"], gaps[row["confounder"]], thresholds)
-        row["gap_baseline_adjusted"] = None if adjusted is None else _adjusted_record(*adjusted)
-    return verdict
+        records.update(
+            plan_power(
+                test_sets,
+                folds=len(split.folds),
+                repeats=settings.repeats,
+                margin=settings.margin,
+                alpha=settings.alpha,
+            )  # fmt: skip
+        )
+    return records
 
 
-def _gate(audit_overall: str, probe: Mapping[str, Any] | None) -> dict[str, Any]:
+def _gate(
+    audit_overall: str, probe: Mapping[str, Any] | None, inconclusive_exit: int
+) -> dict[str, Any]:
     """What the exit code and a CI gate follow: the audit's verdict, or with ``check --probe``
-    the worse of the audit's and the probe's."""
-    from audit.analysis.verdict import overall_verdict
+    the worse of the audit's and the probe's; and what an inconclusive verdict counts as."""
+    from audit.analysis.verdict import exit_code_for, overall_verdict
 
     probe_overall = probe["verdict"]["overall"] if probe else None
     verdicts = [audit_overall] + ([probe_overall] if probe_overall else [])
-    return {"overall": overall_verdict(verdicts), "audit": audit_overall, "probe": probe_overall}
-
-
-def _adjusted_record(estimate: Any, baseline_level: float) -> dict[str, Any]:
-    """The adjusted gap's summary; its per-level entries (levels reordered) would mislead."""
-    record = estimate.to_dict()
-    for key in ("per_level_gap", "per_level_ci_low", "per_level_ci_high"):
-        record.pop(key, None)
-    return {**record, "baseline_level": baseline_level}
+    overall = overall_verdict(verdicts)
+    counted_as = {0: "pass", 1: "fail"}.get(inconclusive_exit)
+    return {
+        "overall": overall,
+        "audit": audit_overall,
+        "probe": probe_overall,
+        "inconclusive_exit": inconclusive_exit,
+        "inconclusive_counted_as": counted_as,
+        "exit_code": exit_code_for(overall, inconclusive_exit),
+    }
 
 
 def _example_cohort(cohort: Cohort, settings: Settings) -> Cohort:
@@ -188,18 +224,7 @@ def build_results(
     roles = {ref.role for ref, _ in request.models}
     folds = fold_results(outcome.results)  # a fold's repeats averaged: one unit per fold
     auc = auc_summary(folds, settings.levels)
-    verdict = (
-        _verdict(
-            outcome,
-            settings,
-            list(confounders),
-            "reference" in roles,
-            auc,
-            {case.case_id: case.patient_key for case in cohort.cases},
-        )  # fmt: skip
-        if complete
-        else None
-    )
+    verdict = _verdict(outcome, request, splits, "reference" in roles) if complete else None
     results = {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "medaudit", "version": __version__},
@@ -246,7 +271,11 @@ def build_results(
                     "kind": rc.kind,
                     "description": rc.confounder.description,
                     "params": canonical(rc.params),
-                    "has_clean_test": rc.confounder.has_clean_test,
+                    "has_clean_test": _clean_test(
+                        rc, splits.get(name, settings.levels[0]).presampled
+                    )
+                    is not None,
+                    "clean_test": _clean_test(rc, splits.get(name, settings.levels[0]).presampled),
                     "preset": rc.preset,
                     "work_size": rc.work_size,
                     "to_input": rc.to_input,
@@ -281,13 +310,14 @@ def build_results(
             )
         ],
         "verdict": verdict,
+        "power": _power(request, splits),
         "provenance": environment_details(),
         "examples": example_images(_example_cohort(cohort, settings), confounders, settings.seed),
     }
     if request.probe is not None:
         results["probe"] = dict(request.probe)
     if verdict is not None:
-        results["gate"] = _gate(verdict["overall"], request.probe)
+        results["gate"] = _gate(verdict["overall"], request.probe, request.inconclusive_exit)
     if complete and "reference" in roles:
         results["statistics"] = {
             name: descriptive_statistics(folds, name, settings.levels) for name in confounders
@@ -346,6 +376,10 @@ def run_audit(request: AuditRequest) -> AuditOutputs:
         },
         base_seed=settings.seed,
     )
+    from audit.analysis.planning import power_lines
+
+    for line in power_lines(_power(request, splits)):  # what this plan can resolve, up front
+        log.info(line)
     outcome = execute(
         specs, inputs, ResultsStore(out_dir), devices, request.executor.name, ray_options
     )

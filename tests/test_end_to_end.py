@@ -52,11 +52,15 @@ def test_check_runs_end_to_end_and_reuses_finished_runs(checkpoints, tmp_path) -
     assert all(m["trust_flags"] == no_trust for m in results["models"])
     test_split = results["data"]["splits"]["test"]
     assert sum(test_split["by_sex"].values()) == test_split["cases"]
-    gap = results["verdict"]["per_confounder"][0]["gap"]
-    assert gap["n_patients"] == test_split["patients"]  # the o.o.d. set's patients resampled
-    assert results["verdict"]["overall"] in ("pass", "fail", "inconclusive")
-    adjusted = results["verdict"]["per_confounder"][0]["gap_baseline_adjusted"]
-    assert adjusted["baseline_level"] == 0.0 and adjusted["ci_low"] <= adjusted["estimate"]
+    row = results["verdict"]["per_confounder"][0]
+    assert results["verdict"]["measure"] == "reliance_gap" and row["gated"] is True
+    assert row["reliance"]["n_patients"] == test_split["patients"]  # every test patient counts
+    assert row["reliance"]["n_folds"] == 1 and not row["reliance"]["runs_variance_available"]
+    assert "Only one fold" in row["reason"], "one fold: the interval says it lacks run variance"
+    assert row["verdict"] != "pass", "one fold cannot see training variance; never a pass"
+    assert row["shortcut_gap"]["ci_low"] <= row["shortcut_gap"]["estimate"]
+    assert results["verdict"]["overall"] in ("fail", "inconclusive")
+    assert results["gate"]["inconclusive_counted_as"] is None
     assert (out / "report.pdf").read_bytes().startswith(b"%PDF")
     assert (out / "junit.xml").is_file()
     assert not any(cache.rglob("*")) or not str(cache).startswith(str(out))

@@ -239,3 +239,17 @@ def test_a_worker_killed_mid_run_is_retried_and_the_audit_completes(
     assert int(marker.read_text()) != os.getpid(), "a worker process was killed"
     assert results["status"]["complete"]
     assert (results["status"]["runs_done"], results["status"]["runs_failed"]) == (4, 0)
+
+
+def test_ray_runs_a_folds_repeats_as_the_local_executor_does(
+    ray_cluster, models, manifest, cache, tmp_path
+) -> None:
+    def audit(out: str, *extra: str) -> dict:
+        args = audit_args(models, ["--data", str(manifest)], tmp_path / out, cache)
+        return run_results([*args, "--repeats", "2", "--device", "cpu", *extra])
+
+    local, on_ray = audit("local"), audit("ray", "--executor", "ray")
+    assert sorted(run["repeat"] for run in on_ray["runs"]) == [0] * 4 + [1] * 4
+    assert on_ray["protocol"]["repeats"] == 2 and on_ray["status"]["runs_failed"] == 0
+    assert run_aucs(on_ray) == run_aucs(local), "each draw's identity and seed are the executor's"
+    assert on_ray["verdict"] == local["verdict"]

@@ -311,8 +311,10 @@ def test_one_fold_is_flagged_and_uses_the_test_variance_only() -> None:
     assert est.se == pytest.approx(math.sqrt(est.var_test))
     assert est.ci_high - est.estimate == pytest.approx(norm.ppf(0.975) * est.se)
     assert "Only one fold" in est.notes[0]
-    verdict = reliance.decide({"tag": ConfounderRuns(tuple(runs))})
-    assert "Only one fold" in verdict.per_confounder[0].reason
+    decision = reliance.decide({"tag": ConfounderRuns(tuple(runs))}).per_confounder[0]
+    assert decision.estimate.ci_high < 0.05, "below the margin..."
+    assert decision.verdict == "inconclusive", "...yet one fold never passes"
+    assert "single fold" in decision.reason and "at least 2 folds" in decision.reason
 
 
 def test_fit_check_and_retention() -> None:
@@ -416,7 +418,7 @@ def test_overall_verdict() -> None:
     assert reliance.overall_verdict(["pass", "pass"]) == "pass"
     assert reliance.overall_verdict(["pass", "inconclusive"]) == "inconclusive"
     assert reliance.overall_verdict(["inconclusive", "fail"]) == "fail"
-    with pytest.raises(ValueError, match="decisions must be"):
+    with pytest.raises(ValueError, match="verdicts must hold"):
         reliance.overall_verdict([])
 
 

@@ -147,11 +147,13 @@ def test_settings_file_rows_are_refused_from_the_file_before_loading(key, tmp_pa
 
 
 def test_library_only_rows_are_checked_where_they_are_set() -> None:
-    from audit.analysis.verdict import Thresholds
     from audit.errors import UsageError
+    from audit.resolve.constraints import check_setting
 
+    for key in sorted(LIBRARY_ONLY):
+        check_setting(key, 0.5)
     with pytest.raises(UsageError, match=r"breaking_auc = 1.5 is not accepted"):
-        Thresholds(breaking_auc=1.5)
+        check_setting("breaking_auc", 1.5)
 
 
 def test_every_row_is_a_setting_somewhere() -> None:

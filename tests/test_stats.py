@@ -224,180 +224,42 @@ def test_average_over_folds_takes_the_per_case_mean() -> None:
     assert np.allclose(stats.average_over_folds(scores), scores.mean(axis=1))
 
 
-# --------------------------------------------------------------------- the shortcut-gap bootstrap
-
-
-def _levels(rng: np.random.Generator, n: int, d_user, d_ref, rho: float = 0.5):
-    """Scores with unit variance per class; one shared per-case latent correlates all of them."""
-    y = np.r_[np.ones(n // 2, dtype=int), np.zeros(n - n // 2, dtype=int)]
-    shared = rng.normal(size=y.size)
-
-    def draw(d: float) -> np.ndarray:
-        return d * y + math.sqrt(rho) * shared + math.sqrt(1 - rho) * rng.normal(size=y.size)
-
-    return y, np.array([draw(d) for d in d_user]), np.array([draw(d) for d in d_ref])
-
-
-def test_gap_estimate_is_the_mean_of_per_level_auc_differences() -> None:
-    y, user, ref = _levels(np.random.default_rng(0), 120, [1.0, 0.2], [1.0, 1.0])
-    est = stats.bootstrap_shortcut_gap(y, user, ref, n_resamples=200)
-    per_level = [roc_auc_score(y, r) - roc_auc_score(y, u) for u, r in zip(user, ref, strict=True)]
-    assert est.per_level_gap == pytest.approx(per_level)
-    assert est.estimate == pytest.approx(np.mean(per_level))
-    assert est.ci_low <= est.estimate <= est.ci_high
-    assert est.method == "stratified paired percentile bootstrap"
-    assert (est.n_resamples, est.seed, est.n_positive, est.n_negative) == (200, 0, 60, 60)
-
-
-def test_vectorised_resample_auc_equals_sklearn_on_the_resampled_cases() -> None:
-    rng = np.random.default_rng(5)
-    pos, neg = np.round(rng.normal(1, 1, 15), 1), np.round(rng.normal(0, 1, 20), 1)
-    w_pos = stats._multiplicities(rng, 4, pos.size)
-    w_neg = stats._multiplicities(rng, 4, neg.size)
-    fast = stats._resampled_auc(stats._placement(pos, neg), w_pos, w_neg)
-    for b in range(4):
-        xs = np.repeat(pos, w_pos[b].astype(int))
-        ys = np.repeat(neg, w_neg[b].astype(int))
-        labels = np.r_[np.ones(xs.size), np.zeros(ys.size)]
-        assert fast[b] == pytest.approx(roc_auc_score(labels, np.r_[xs, ys]))
-
-
-def test_identical_models_give_a_zero_width_interval_because_resamples_are_paired() -> None:
-    y, user, _ = _levels(np.random.default_rng(1), 100, [1.0, 0.5], [1.0, 0.5])
-    est = stats.bootstrap_shortcut_gap(y, user, user.copy(), n_resamples=300)
-    assert (est.estimate, est.ci_low, est.ci_high) == (0.0, 0.0, 0.0)
-
-
-def test_bootstrap_is_reproducible_from_its_seed_and_independent_of_chunking(monkeypatch) -> None:
-    y, user, ref = _levels(np.random.default_rng(2), 90, [0.8, 0.4], [1.0, 0.9])
-    first = stats.bootstrap_shortcut_gap(y, user, ref, n_resamples=500, seed=7)
-    monkeypatch.setattr(stats, "_CHUNK_ELEMENTS", 1000)  # ~11 resamples per chunk
-    chunked = stats.bootstrap_shortcut_gap(y, user, ref, n_resamples=500, seed=7)
-    other = stats.bootstrap_shortcut_gap(y, user, ref, n_resamples=500, seed=8)
-    assert np.array_equal(first.samples, chunked.samples)
-    assert not np.array_equal(first.samples, other.samples)
-
-
-def test_ci_excludes_a_margin_exactly_when_the_doubled_tail_is_below_alpha() -> None:
-    y, user, ref = _levels(np.random.default_rng(3), 80, [0.5], [1.0])
-    est = stats.bootstrap_shortcut_gap(y, user, ref, n_resamples=2000, confidence=0.95)
-    ordered = np.sort(est.samples)
-    for margin in np.r_[ordered, ordered + 1e-9, ordered - 1e-9][::7]:
-        assert (est.ci_low > margin) == (2 * est.p_greater(margin) < 0.05)
-        assert (est.ci_high < margin) == (2 * est.p_less(margin) < 0.05)
-
-
-def test_bootstrap_ci_covers_the_true_gap_at_about_the_nominal_rate() -> None:
-    """Binormal unit-variance scores separated by d have AUC = Phi(d / sqrt(2)) exactly."""
-    d_user, d_ref = np.array([1.5, 1.0, 0.4]), np.array([1.5, 1.3, 1.1])
-    true_gap = float(np.mean(norm.cdf(d_ref / math.sqrt(2)) - norm.cdf(d_user / math.sqrt(2))))
-    rng = np.random.default_rng(2024)
-    covered = 0
-    for rep in range(200):
-        y, user, ref = _levels(rng, 160, d_user, d_ref)
-        est = stats.bootstrap_shortcut_gap(y, user, ref, n_resamples=400, seed=rep)
-        covered += est.ci_low <= true_gap <= est.ci_high
-    assert 0.88 <= covered / 200 <= 0.99
-
-
-def test_bootstrap_rejects_mismatched_score_shapes_naming_the_parameter() -> None:
-    y = np.array([0, 1, 0, 1])
-    with pytest.raises(ValueError, match="reference_scores must have the shape of user_scores"):
-        stats.bootstrap_shortcut_gap(y, np.zeros((2, 4)), np.zeros((3, 4)))
-    with pytest.raises(ValueError, match=r"user_scores must have shape \(L, 4\)"):
-        stats.bootstrap_shortcut_gap(y, np.zeros((2, 5)), np.zeros((2, 5)))
-
-
-def test_bootstrap_rejects_bad_settings() -> None:
-    y, s = np.array([0, 1, 0, 1]), np.array([0.1, 0.9, 0.2, 0.8])
-    with pytest.raises(ValueError, match="n_resamples must be an integer >= 1"):
-        stats.bootstrap_shortcut_gap(y, s, s, n_resamples=0)
-    with pytest.raises(ValueError, match=r"confidence must lie in \(0, 1\)"):
-        stats.bootstrap_shortcut_gap(y, s, s, confidence=95)
-
-
-def test_bootstrap_works_with_a_single_case_per_class() -> None:
-    est = stats.bootstrap_shortcut_gap([0, 1], [0.9, 0.1], [0.1, 0.9], n_resamples=50)
-    assert (est.estimate, est.ci_low, est.ci_high) == (1.0, 1.0, 1.0)
-
-
-def test_gap_estimate_serialises_without_its_samples() -> None:
-    y, user, ref = _levels(np.random.default_rng(6), 40, [1.0], [1.0])
-    est = stats.bootstrap_shortcut_gap(y, user, ref, n_resamples=100)
-    assert "samples" not in est.to_dict() and " samples=" not in repr(est)
-
-
 # ------------------------------------------------------------- images clustered by patient
 
 
-def test_one_image_per_patient_resamples_exactly_as_the_case_bootstrap() -> None:
-    y, user, ref = _levels(np.random.default_rng(6), 90, [0.8, 0.4], [1.0, 0.9])
-    plain = stats.bootstrap_shortcut_gap(y, user, ref, n_resamples=500, seed=3)
-    patients = np.array([f"P{i:03d}" for i in range(y.size)])[::-1]  # any names, any order
-    grouped = stats.bootstrap_shortcut_gap(y, user, ref, n_resamples=500, seed=3,
-                                           clusters=patients)  # fmt: skip
-    assert np.array_equal(plain.samples, grouped.samples)
-    assert grouped.n_patients == y.size and grouped.method == plain.method
-
-
-def test_copies_of_a_patient_add_no_information_when_resampled_by_patient() -> None:
-    y, user, ref = _levels(np.random.default_rng(7), 80, [0.8, 0.4], [1.0, 0.9])
-    original = stats.bootstrap_shortcut_gap(y, user, ref, n_resamples=1000, seed=1)
-    copies = 4  # each patient imaged four times, identically: no new information
-    y4, user4, ref4 = np.tile(y, copies), np.tile(user, copies), np.tile(ref, copies)
-    patients = np.tile(np.arange(y.size), copies)
-    by_patient = stats.bootstrap_shortcut_gap(y4, user4, ref4, n_resamples=1000, seed=1,
-                                              clusters=patients)  # fmt: skip
-    by_image = stats.bootstrap_shortcut_gap(y4, user4, ref4, n_resamples=1000, seed=1)
-    np.testing.assert_allclose(by_patient.samples, original.samples, rtol=0, atol=1e-12)
-    assert by_patient.estimate == pytest.approx(original.estimate)
-    width = original.ci_high - original.ci_low
-    assert by_image.ci_high - by_image.ci_low < 0.6 * width  # falsely sure: about half as wide
-
-
-def test_a_patient_with_both_labels_stays_whole_and_every_resample_has_an_auc() -> None:
-    rng = np.random.default_rng(8)
-    n_patients = 40
-    patients = np.repeat(np.arange(n_patients), 3)
-    y = (rng.random(patients.size) < 0.4).astype(int)
-    y[:2] = (1, 0)  # patient 0 has a positive and a negative image
-    user, ref = rng.normal(size=(2, 1, patients.size)) + y
-    est = stats.bootstrap_shortcut_gap(y, user, ref, n_resamples=400, clusters=patients)
-    assert np.all(np.isfinite(est.samples)) and est.n_patients == n_patients
-    with pytest.raises(ValueError, match="clusters must have shape"):
-        stats.bootstrap_shortcut_gap(y, user, ref, n_resamples=100, clusters=patients[:-1])
-
-
-def test_resampling_by_patient_keeps_coverage_where_resampling_images_loses_it() -> None:
-    """Four images per patient sharing a patient effect: images are not independent draws."""
-    rng = np.random.default_rng(2025)
-    n_patients, per_patient, reps = 60, 4, 150
-    covered = {"patient": 0, "image": 0}
-    for rep in range(reps):
-        y_patient = (np.arange(n_patients) % 2).astype(int)
-        y = np.repeat(y_patient, per_patient)
-        effect = np.repeat(rng.normal(0, 1.5, (2, n_patients)), per_patient, axis=1)
-        user = (y + effect[0] + rng.normal(0, 0.3, y.size))[None]
-        ref = (1.5 * y + effect[1] + rng.normal(0, 0.3, y.size))[None]
-        # true gap: AUCs of the patient-level binormal model with variance 1.5^2 + 0.3^2
-        sd = math.sqrt(2 * (1.5**2 + 0.3**2))
-        true_gap = norm.cdf(1.5 / sd) - norm.cdf(1.0 / sd)
-        patients = np.repeat(np.arange(n_patients), per_patient)
-        for kind, clusters in (("patient", patients), ("image", None)):
-            est = stats.bootstrap_shortcut_gap(y, user, ref, n_resamples=300, seed=rep,
-                                               clusters=clusters)  # fmt: skip
-            covered[kind] += est.ci_low <= true_gap <= est.ci_high
-    assert covered["patient"] / reps >= 0.88
-    assert covered["image"] / reps <= covered["patient"] / reps - 0.1
-
-
-def test_every_resample_has_both_classes_when_every_patient_has_a_positive_image() -> None:
+def test_patient_strata_put_a_patient_with_both_labels_in_its_own_stratum() -> None:
     """No patient holds negatives only: patients with both kinds are their own stratum."""
-    rng = np.random.default_rng(9)
     patients = np.r_[np.arange(20), [0, 0, 1, 1, 2, 2]]
     y = np.r_[np.ones(20, int), np.zeros(6, int)]
-    user, ref = rng.normal(size=(2, 1, y.size)) + y
-    est = stats.bootstrap_shortcut_gap(y, user, ref, n_resamples=1000, clusters=patients)
-    assert np.all(np.isfinite(est.samples)) and np.isfinite(est.ci_high)
     strata = stats.PatientStrata.of(y, patients)
     assert [s.size for s in strata.strata] == [17, 0, 3]
+    assert strata.n_patients == 20 and not strata.singletons
+    with pytest.raises(ValueError, match="clusters must have shape"):
+        stats.PatientStrata.of(y, patients[:-1])
+
+
+def test_resampled_patients_stay_whole_and_every_resample_keeps_both_classes() -> None:
+    rng = np.random.default_rng(8)
+    patients = np.repeat(np.arange(40), 3)
+    y = (rng.random(patients.size) < 0.4).astype(int)
+    y[:2] = (1, 0)  # patient 0 has a positive and a negative image
+    strata = stats.PatientStrata.of(y, patients)
+    weights = strata.case_weights(stats.bootstrap_streams(0), 200)
+    assert weights.shape == (200, y.size)
+    per_patient = weights.reshape(200, 40, 3)
+    assert np.all(per_patient == per_patient[:, :, :1])  # a patient's images are drawn together
+    assert np.all(weights[:, y == 1].sum(axis=1) > 0) and np.all(weights[:, y == 0].sum(axis=1) > 0)
+    again = strata.case_weights(stats.bootstrap_streams(0), 200)
+    assert np.array_equal(weights, again)
+
+
+def test_one_image_per_patient_resamples_exactly_as_without_clusters() -> None:
+    y = np.r_[np.ones(30, int), np.zeros(40, int)]
+    names = np.array([f"P{i:03d}" for i in range(y.size)])[::-1]  # any names, any order
+    plain = stats.PatientStrata.of(y)
+    named = stats.PatientStrata.of(y, names)
+    assert plain.singletons and named.singletons
+    first = plain.case_weights(stats.bootstrap_streams(3), 50)
+    second = named.case_weights(stats.bootstrap_streams(3), 50)
+    assert np.array_equal(first, second)
+    assert np.all(first[:, y == 1].sum(axis=1) == 30) and np.all(first[:, y == 0].sum(axis=1) == 40)

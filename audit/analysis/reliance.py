@@ -1,5 +1,5 @@
 """The reference-standardised shortcut-reliance gap and its interval: the statistical core of the
-release gate meant to replace the o.o.d. AUC gap S (not wired into the pipeline yet).
+release gate (:func:`decide`; the pipeline reaches it through :mod:`audit.analysis.gate`).
 
 Why a new measure. S compares the two models' o.o.d. AUCs, so a user model that is merely less
 accurate shows a gap without leaning on any shortcut; and S's bootstrap resamples test patients
@@ -812,6 +812,101 @@ def estimate_reliance(
     )
 
 
+@dataclass(frozen=True)
+class AucGapLevel:
+    """One level's run-averaged AUCs of the two models on one test set, and their difference."""
+
+    level: float
+    auc_reference: float
+    auc_user: float
+    gap: float  # reference minus user
+
+
+@dataclass(frozen=True)
+class AucGapEstimate:
+    """The reference's minus the user's AUC on one test set, averaged over the counted levels,
+    with the same two variance parts and pivot interval as the reliance gap (descriptive)."""
+
+    estimate: float
+    per_level: tuple[AucGapLevel, ...]
+    var_test: float
+    var_runs: float
+    se: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    n_folds: int
+    fold_estimates: tuple[float, ...]
+
+
+def estimate_auc_gap(
+    confounder: ConfounderRuns, settings: RelianceSettings | None = None
+) -> AucGapEstimate:
+    """Mean over the counted levels of the run-averaged AUC difference on the runs' ``clean_*``
+    set (pass the o.o.d. set there for the o.o.d. AUC gap S): the same per-run averages the
+    report's AUC tables show, not the AUC of fold-averaged scores (an ensemble nobody ships)."""
+    settings = settings or RelianceSettings()
+    runs = confounder.runs
+    layout = _Layout.of(runs[0])
+    counted = _counted([r.level for r in runs], settings)
+    cells = sorted({(r.role, r.level) for r in runs})
+    index = {cell: i for i, cell in enumerate(cells)}
+    for role in ROLES:
+        for level in counted:
+            if (role, level) not in index:
+                raise ValueError(f"no {role} run at the counted level {level}.")
+    cell_of = np.array([index[(r.role, r.level)] for r in runs])
+    fold_of = np.array([r.fold for r in runs])
+    folds = sorted({r.fold for r in runs if r.level in counted})
+    repeats: dict[tuple[int, int], int] = {}
+    for c, f in zip(cell_of, fold_of, strict=True):
+        repeats[(c, f)] = repeats.get((c, f), 0) + 1
+    n_cells = len(cells)
+    per_cell = np.bincount(np.array([c for c, _ in repeats]), minlength=n_cells).astype(float)
+    in_fold = np.array([1.0 / repeats[(c, f)] for c, f in zip(cell_of, fold_of, strict=True)])
+    weight = in_fold / per_cell[cell_of]
+    clean = np.stack([r.clean_scores for r in runs])
+    pos, neg = clean[:, layout.pos], clean[:, layout.neg]
+    comp = _auc_components(*_cross_counts(pos, neg), pos.shape[1], neg.shape[1])
+    mean = np.bincount(cell_of, weights=weight * comp.auc, minlength=n_cells)
+    ref = np.array([index[("reference", v)] for v in counted])
+    usr = np.array([index[("user", v)] for v in counted])
+    gap = mean[ref] - mean[usr]
+    grad = np.zeros(n_cells)
+    grad[ref], grad[usr] = 1.0 / len(counted), -1.0 / len(counted)
+    coef = (weight * grad[cell_of])[None, :]
+    psi = layout.patient_sums(
+        [(layout.code_pos, coef @ comp.first), (layout.code_neg, coef @ comp.second)]
+    )
+    var_test = float(layout.variance(psi)[0])
+    in_counted = np.isin(fold_of, folds)
+    slot = np.where(
+        in_counted, np.searchsorted(folds, fold_of) * n_cells + cell_of, len(folds) * n_cells
+    )
+    by_fold = np.bincount(slot, weights=in_fold * comp.auc, minlength=len(folds) * n_cells + 1)
+    by_fold = by_fold[:-1].reshape(len(folds), n_cells)
+    fold_estimates = [float(v) for v in (by_fold[:, ref] - by_fold[:, usr]).mean(axis=1)]
+    n_folds = len(folds)
+    var_runs = float(np.var(fold_estimates, ddof=1)) / n_folds if n_folds >= 2 else 0.0
+    half = _pivot_quantile(settings.alpha / 2.0, var_test, var_runs, n_folds)
+    estimate = float(gap.mean())
+    return AucGapEstimate(
+        estimate=estimate,
+        per_level=tuple(
+            AucGapLevel(float(v), float(mean[ref[i]]), float(mean[usr[i]]), float(gap[i]))
+            for i, v in enumerate(counted)
+        ),
+        var_test=var_test,
+        var_runs=var_runs,
+        se=math.sqrt(var_test + var_runs),
+        ci_low=estimate - half,
+        ci_high=estimate + half,
+        confidence=1.0 - settings.alpha,
+        n_folds=n_folds,
+        fold_estimates=tuple(fold_estimates),
+    )
+
+
 def _fit_check(
     layout: _Layout,
     cells: list[tuple[str, float]],
@@ -921,9 +1016,9 @@ def decide_from_estimates(
         est = estimates[name]
         if adjusted[i] < half:
             verdict = "fail"
-        elif p_pass[i] < half:
+        elif p_pass[i] < half and est.runs_variance_available:
             verdict = "pass"
-        else:
+        else:  # one fold: the interval misses the training variance, so it never passes
             verdict = "inconclusive"
         reason = _reason(verdict, est, settings, p_fail[i], p_pass[i], adjusted[i], len(names))
         decisions.append(
@@ -935,13 +1030,10 @@ def decide_from_estimates(
 
 
 def overall_verdict(decisions: Sequence[ConfounderDecision | str]) -> str:
-    """Fail if any confounder fails, pass if all pass, else inconclusive."""
-    labels = [d if isinstance(d, str) else d.verdict for d in decisions]
-    if not labels or not set(labels) <= set(VERDICTS):
-        raise ValueError(f"decisions must be one or more of {VERDICTS}; got {labels}.")
-    if "fail" in labels:
-        return "fail"
-    return "pass" if set(labels) == {"pass"} else "inconclusive"
+    """Fail if any confounder fails, pass if all pass, else inconclusive (the shared rule)."""
+    from audit.analysis.verdict import overall_verdict as shared_rule
+
+    return shared_rule([d if isinstance(d, str) else d.verdict for d in decisions])
 
 
 def _settle(est: RelianceEstimate, settings: RelianceSettings) -> str:
@@ -998,6 +1090,11 @@ def _reason(
             f"{head} lies above {margin}, but not after Holm adjustment across {n_confounders} "
             f"confounders (adjusted p = {adjusted:.3g} >= alpha / 2 = {settings.alpha / 2:g}).{tail}"
         )
+    if p_pass < settings.alpha / 2.0:  # below the margin, but with one fold only
+        return (
+            f"{head} lies below {margin}, but with a single fold the training variance is "
+            "unknown, so it cannot pass: audit at least 2 folds."
+        )
     return f"{head} contains {margin}. {_settle(est, settings)}{tail}"
 
 
@@ -1009,7 +1106,8 @@ class PowerEstimate:
     """What an audit of this size can resolve, under the stated binormal assumptions.
 
     ``half_width``: the expected half-width of the (1 - alpha) interval at a true gap equal to
-    the margin. ``detectable_gap``: the smallest true gap that fails with probability ``power``.
+    the margin. ``detectable_gap``: the smallest true gap that fails with probability ``power``,
+    with the variance taken at that gap (NaN when no gap of the profile is detected that often).
     ``pass_gap``: the largest true gap that passes with that probability (negative: even two
     equally reliant models would not pass that often). ``equal_pass_probability``: roughly, how
     often two equally reliant models pass.
@@ -1173,6 +1271,21 @@ def power_analysis(
     v_equal, _ = variance(0.0)
     half_width = _pivot_quantile(alpha / 2, v_margin, var_runs, folds)
     distance = half_width + _pivot_quantile(1 - power, v_margin, var_runs, folds)
+
+    def short_of_failing(gap: float) -> float:  # the variance grows with the gap: taken at it
+        v_gap, _ = variance(gap)
+        reach = _pivot_quantile(alpha / 2, v_gap, var_runs, folds)
+        return gap - reach - _pivot_quantile(1 - power, v_gap, var_runs, folds) - margin
+
+    top = float(
+        reliance_gap(c_ref, lifts, ndtr(ndtri(np.clip(lifts, clip, 1 - clip)) + 10.0), clip).mean()
+    )
+    high = min(top - 1e-3, 1.0 - 1e-6)
+    detectable = (
+        float(brentq(short_of_failing, margin, high, xtol=1e-5))
+        if high > margin and short_of_failing(high) >= 0
+        else math.nan
+    )
     # Equal models pass when estimate + half-width < margin; the estimate spread as the pivot.
     room = margin - _pivot_quantile(alpha / 2, v_equal, var_runs, folds)
     tail = _pivot_tail(abs(room), v_equal, var_runs, folds)
@@ -1191,7 +1304,7 @@ def power_analysis(
         se_equal=math.sqrt(v_equal + var_runs),
         df=df,
         half_width=half_width,
-        detectable_gap=margin + distance,
+        detectable_gap=detectable,
         pass_gap=margin - distance,
         equal_pass_probability=equal_pass,
         assumptions=assumptions,

@@ -1,9 +1,11 @@
-"""Statistics for the audit: the gating shortcut-gap bootstrap and the descriptive tests around it.
+"""Statistics for the audit and the probe; no verdict is decided here.
 
-Only :func:`bootstrap_shortcut_gap` feeds the verdict. It was declared in advance (one primary
-measure per confounder) so that the many descriptive numbers here -- DeLong per level and fold, the
-study's exact permutation tests across folds, breaking points, calibration, sensitivity and
-specificity -- can be reported without becoming a garden of forking paths.
+The audit's gate is the reliance gap of :mod:`audit.analysis.reliance`, declared in advance (one
+primary measure per confounder); it and :mod:`audit.probe.decide` take :func:`holm` from here. The
+probe's gated mean shift draws its patient-stratified resamples from :class:`PatientStrata` and
+:func:`bootstrap_streams`. The rest is descriptive -- DeLong per level and fold, the study's exact
+permutation tests across folds, breaking points, calibration, sensitivity and specificity -- and
+is reported without becoming a garden of forking paths.
 
 Labels are binary: 1 is the positive class (the finding), 0 the negative. Scores are "higher means
 more likely positive". Inputs are validated here, at the boundary, and every error is one line that
@@ -14,19 +16,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import norm, rankdata
 from sklearn.metrics import roc_auc_score, roc_curve
 
-BOOTSTRAP_METHOD = "stratified paired percentile bootstrap"
-CLUSTER_BOOTSTRAP_METHOD = (
-    "stratified paired percentile bootstrap over patients (all of a patient's images together)"
-)
 MAX_SIGN_FLIP_FOLDS = 20
 MAX_PERMUTATION_GROUP = 12
-_CHUNK_ELEMENTS = 4_000_000  # resamples x cases held in memory at once by the bootstrap
 
 
 # ------------------------------------------------------------------------------- input validation
@@ -61,18 +58,6 @@ def _scores(y_score: object, n: int, name: str) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be finite; got {int(np.sum(~np.isfinite(arr)))} NaN/inf.")
     return arr
-
-
-def _probability(
-    value: float, name: str, *, low_open: bool = True, high_open: bool = True
-) -> float:
-    value = float(value)
-    ok_low = value > 0 if low_open else value >= 0
-    ok_high = value < 1 if high_open else value <= 1
-    if not (ok_low and ok_high):
-        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
-        raise ValueError(f"{name} must lie in {lo}0, 1{hi}; got {value!r}.")
-    return value
 
 
 # --------------------------------------------------------------------------------- AUC and DeLong
@@ -329,99 +314,7 @@ def breaking_point(levels: object, auc_by_level: object, floor: float) -> float 
     return float(below.min()) if below.size else None
 
 
-# --------------------------------------------------------------------- the shortcut-gap bootstrap
-
-
-@dataclass(frozen=True, eq=False)
-class GapEstimate:
-    """The primary measure for one confounder, with its bootstrap CI and what made it.
-
-    ``estimate`` is S = mean over levels of (reference AUC - user AUC) on the o.o.d. set; positive
-    means the user's model loses more to the shortcut. The CI is the percentile interval at
-    ``confidence``, taken as order statistics chosen so that "the CI excludes x" and
-    ``2 * min(p_greater(x), p_less(x)) < 1 - confidence`` are the same event. ``samples`` (the
-    bootstrap distribution of S) is kept for p-values only: it is left out of repr, comparison
-    and :meth:`to_dict`.
-    """
-
-    estimate: float
-    ci_low: float
-    ci_high: float
-    confidence: float
-    n_resamples: int
-    seed: int
-    n_positive: int
-    n_negative: int
-    per_level_gap: tuple[float, ...]
-    per_level_ci_low: tuple[float, ...]
-    per_level_ci_high: tuple[float, ...]
-    samples: np.ndarray = field(repr=False, compare=False, metadata={"serialise": False})
-    method: str = BOOTSTRAP_METHOD
-    n_patients: int | None = None  # resampled units when images were clustered by patient
-
-    def p_greater(self, margin: float) -> float:
-        """One-sided bootstrap p for "S > margin": the share of resampled gaps <= margin.
-
-        This inverts the percentile interval (the smallest one-sided level whose lower bound
-        still exceeds the margin); 0 means below 1 / n_resamples.
-        """
-        return float(np.mean(self.samples <= float(margin)))
-
-    def p_less(self, margin: float) -> float:
-        """One-sided bootstrap p for "S < margin": the share of resampled gaps >= margin."""
-        return float(np.mean(self.samples >= float(margin)))
-
-    def to_dict(self) -> dict[str, object]:
-        """Plain JSON values, without the bootstrap samples."""
-        return {
-            "estimate": self.estimate,
-            "ci_low": self.ci_low,
-            "ci_high": self.ci_high,
-            "confidence": self.confidence,
-            "n_resamples": self.n_resamples,
-            "seed": self.seed,
-            "n_positive": self.n_positive,
-            "n_negative": self.n_negative,
-            "per_level_gap": list(self.per_level_gap),
-            "per_level_ci_low": list(self.per_level_ci_low),
-            "per_level_ci_high": list(self.per_level_ci_high),
-            "method": self.method,
-            "n_patients": self.n_patients,
-        }
-
-
-@dataclass(frozen=True)
-class _Placement:
-    """Where each positive sits among the sorted negatives: the Mann-Whitney ranks, once."""
-
-    order: np.ndarray  # argsort of the negatives' scores
-    below: np.ndarray  # per positive: how many negatives score strictly lower
-    not_above: np.ndarray  # per positive: how many negatives score lower or equal
-
-
-def _placement(pos: np.ndarray, neg: np.ndarray) -> _Placement:
-    order = np.argsort(neg, kind="stable")
-    sorted_neg = neg[order]
-    return _Placement(
-        order,
-        np.searchsorted(sorted_neg, pos, side="left"),
-        np.searchsorted(sorted_neg, pos, side="right"),
-    )
-
-
-def _resampled_auc(place: _Placement, w_pos: np.ndarray, w_neg: np.ndarray) -> np.ndarray:
-    """Mann-Whitney AUC of many resamples at once, each given as case multiplicities.
-
-    A resample's AUC is sum_i w_i (negative weight below x_i + half the tied weight) / (m n);
-    cumulative negative weights in score order give those sums for all resamples in O(B (m + n)).
-    """
-    n = w_neg.shape[1]
-    cumulative = np.zeros((w_neg.shape[0], n + 1))
-    np.cumsum(w_neg[:, place.order], axis=1, out=cumulative[:, 1:])
-    below = cumulative[:, place.below]
-    tied = cumulative[:, place.not_above] - below
-    pairs = w_pos.sum(axis=1) * cumulative[:, -1]  # m n, unless whole patients were resampled
-    return np.einsum("bi,bi->b", w_pos, below + 0.5 * tied) / pairs
+# ---------------------------------------------------------------- resampling patients (bootstrap)
 
 
 def _multiplicities(rng: np.random.Generator, n_rows: int, size: int) -> np.ndarray:
@@ -489,130 +382,3 @@ class PatientStrata:
 def bootstrap_streams(seed: int) -> tuple[np.random.Generator, ...]:
     """One seeded stream per stratum of :class:`PatientStrata` (positive, negative, both)."""
     return tuple(np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
-
-
-def _level_gaps(
-    places: list[tuple[_Placement, _Placement]], w_pos: np.ndarray, w_neg: np.ndarray
-) -> np.ndarray:
-    """Per-level gaps (reference - user) for each resample: shape (B, L)."""
-    return np.column_stack(
-        [
-            _resampled_auc(ref, w_pos, w_neg) - _resampled_auc(usr, w_pos, w_neg)
-            for usr, ref in places
-        ]
-    )
-
-
-def _percentile_bounds(samples: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
-    """Order-statistic percentile bounds along axis 0, dual to the p-values (see GapEstimate)."""
-    n = samples.shape[0]
-    tail = (1.0 - confidence) * n / 2.0
-    j = max(math.ceil(tail - 1e-9) - 1, 0)  # tolerance: 0.05 * 2000 / 2 must stay exactly 50
-    ordered = np.sort(samples, axis=0)
-    return ordered[j], ordered[n - 1 - j]
-
-
-def _score_matrix(scores: object, n: int, name: str) -> np.ndarray:
-    arr = np.asarray(scores, dtype=float)
-    if arr.ndim == 1:
-        arr = arr[None, :]
-    if arr.ndim != 2 or arr.shape[1] != n or arr.shape[0] == 0:
-        raise ValueError(f"{name} must have shape (L, {n}) to match y_true; got {arr.shape}.")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite; got {int(np.sum(~np.isfinite(arr)))} NaN/inf.")
-    return arr
-
-
-def _check_bootstrap_settings(n_resamples: int, seed: int, confidence: float) -> None:
-    for name, value, low in (("n_resamples", n_resamples, 1), ("seed", seed, 0)):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}; got {value!r}.")
-    _probability(confidence, "confidence")
-
-
-def _combiner(weights: object, levels: int):  # noqa: ANN202 - array -> array
-    """(B, L) per-level gaps -> (B,): the plain mean by default (bit for bit as before), else the
-    weighted sum."""
-    if weights is None:
-        return lambda gaps: gaps.mean(axis=1)
-    w = np.asarray(weights, dtype=float)
-    if w.shape != (levels,) or not np.all(np.isfinite(w)):
-        raise ValueError(
-            f"weights must be {levels} finite numbers, one per level; got {w.tolist()}."
-        )
-    return lambda gaps: gaps @ w
-
-
-def bootstrap_shortcut_gap(
-    y_true: object,
-    user_scores: object,
-    reference_scores: object,
-    *,
-    n_resamples: int = 2000,
-    seed: int = 0,
-    confidence: float = 0.95,
-    weights: object = None,
-    clusters: object = None,
-) -> GapEstimate:
-    """Estimate the shortcut gap S and its stratified, paired percentile-bootstrap CI.
-
-    ``clusters`` (n,) names each case's patient: images of one patient are alike, so they are
-    resampled together (patients with a positive image and the others as two strata); without
-    it every case is its own unit, which makes the interval too narrow when patients have
-    several images.
-
-    ``weights`` (L,) combine the per-level gaps; the default, equal weights summing to one, is the
-    mean S. Other contrasts reuse the same resamples, e.g. the baseline-adjusted gap (the mean over
-    counted levels minus the gap at p = 0).
-
-    ``user_scores`` and ``reference_scores`` are (L, n): one row of fold-averaged o.o.d. scores per
-    counted level (a 1-D array is one level). Positives and negatives are resampled separately, so
-    every resample keeps the class sizes and has an AUC; one set of resample indices serves both
-    models and all levels, so the CI reflects the gap's own variability, not the sum of two AUCs'.
-    Positives and negatives draw from their own seeded streams, which makes the result independent
-    of how the resamples are chunked in memory.
-    """
-    labels = _labels(y_true)
-    user = _score_matrix(user_scores, labels.size, "user_scores")
-    ref = _score_matrix(reference_scores, labels.size, "reference_scores")
-    if user.shape != ref.shape:
-        raise ValueError(
-            f"reference_scores must have the shape of user_scores {user.shape}; got {ref.shape}."
-        )
-    _check_bootstrap_settings(n_resamples, seed, confidence)
-    pos, neg = labels == 1, labels == 0
-    m, n = int(pos.sum()), int(neg.sum())
-    places = [
-        (_placement(u[pos], u[neg]), _placement(r[pos], r[neg]))
-        for u, r in zip(user, ref, strict=True)
-    ]
-    point = _level_gaps(places, np.ones((1, m)), np.ones((1, n)))[0]
-    streams = bootstrap_streams(seed)
-    strata = PatientStrata.of(labels, clusters)
-    chunk = max(1, _CHUNK_ELEMENTS // (m + n))
-    blocks = []
-    for start in range(0, n_resamples, chunk):
-        w_case = strata.case_weights(streams, min(chunk, n_resamples - start))
-        blocks.append(_level_gaps(places, w_case[:, pos], w_case[:, neg]))
-    by_level = np.vstack(blocks)
-    combine = _combiner(weights, len(places))
-    samples = combine(by_level)
-    samples.setflags(write=False)
-    low, high = _percentile_bounds(samples, confidence)
-    level_low, level_high = _percentile_bounds(by_level, confidence)
-    return GapEstimate(
-        estimate=float(combine(point[None, :])[0]),
-        ci_low=float(low),
-        ci_high=float(high),
-        confidence=float(confidence),
-        n_resamples=int(n_resamples),
-        seed=int(seed),
-        n_positive=m,
-        n_negative=n,
-        per_level_gap=tuple(float(v) for v in point),
-        per_level_ci_low=tuple(float(v) for v in level_low),
-        per_level_ci_high=tuple(float(v) for v in level_high),
-        samples=samples,
-        method=BOOTSTRAP_METHOD if strata.singletons else CLUSTER_BOOTSTRAP_METHOD,
-        n_patients=None if clusters is None else strata.n_patients,
-    )

@@ -22,6 +22,7 @@ from audit.plan.splits import (
     PatientSplit,
     SampleSet,
     SplitTable,
+    attribute_clean_set,
     clean_set,
     ood_set,
     pixel_sets,
@@ -189,6 +190,7 @@ def cell_sets(
             tests={
                 "iid": sampled_set(split.test, labels, has, known, level, "iid", test_rng),
                 "ood": sampled_ood_set(split.test, labels, has, known),
+                "clean": attribute_clean_set(split.test, labels, has, known),
             },
         )
     return CellSets(

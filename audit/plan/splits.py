@@ -171,6 +171,23 @@ def sampled_ood_set(
     return SampleSet("ood", chosen, has_attribute[chosen])
 
 
+def attribute_clean_set(
+    indices: np.ndarray, labels: np.ndarray, has_attribute: np.ndarray, known: np.ndarray
+) -> SampleSet:
+    """A sampling confounder's unconfounded test set: both classes, all without the attribute
+    value that training pairs with positives (for sex: male positives and male negatives).
+
+    Its negatives are the controls of the lift AUC K, the o.o.d. set's negatives (the value
+    training paired with positives) the treated ones; the same sets serve any attribute."""
+    idx = indices[known[indices] & ~has_attribute[indices]]
+    if len(np.unique(labels[idx])) < 2:
+        raise UsageError(
+            "the test split has no positives or no negatives without the confounder's "
+            "attribute value, so its reliance cannot be measured"
+        )
+    return SampleSet("clean", np.sort(idx), np.zeros(len(idx), dtype=bool))
+
+
 def split_table(
     settings: Settings,
     cohort: Cohort,

@@ -2,7 +2,7 @@
 
 Per pixel confounder two measures gate, each against a threshold the user declares in advance:
 the mean score shift against ``max_shift`` (either sign: a model may learn "tag means negative"),
-and the flip rate against ``max_flip_rate``. As in :mod:`audit.analysis.verdict`, every p-value is on the
+and the flip rate against ``max_flip_rate``. Every p-value is on the
 two-sided scale, ``p = min(1, 2 * one-sided tail)``, so that for one confounder "p < alpha" is
 exactly "the two-sided (1 - alpha) interval lies beyond the threshold":
 

@@ -113,8 +113,8 @@ def mean_shift(
 
 
 def percentile_bounds(samples: np.ndarray, confidence: float) -> tuple[float, float]:
-    """Order statistics chosen so that "the CI excludes x" matches ``2 * tail(x) < 1 - confidence``
-    (the rule ``audit.analysis.stats`` uses for the audit's gap)."""
+    """Order statistics chosen so that "the CI excludes x" matches ``2 * tail(x) < 1 - confidence``:
+    the probe's interval and its p-values then agree."""
     n = samples.size
     j = max(math.ceil((1.0 - confidence) * n / 2.0 - 1e-9) - 1, 0)
     ordered = np.sort(samples)

@@ -54,7 +54,7 @@ from audit.probe.scores import (
 )
 from audit.resolve.confounders import ResolvedConfounder
 from audit.run.provenance import environment_details
-from audit.schema import SCHEMA_VERSION
+from audit.schema import PROBE_SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +322,7 @@ def _document(
         identity.append("placebo")
     return _clean_json(
         {
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": PROBE_SCHEMA_VERSION,
             "kind": "probe",
             "tool": {"name": "medaudit", "version": __version__},
             "probe_id": content_hash(identity),

@@ -89,6 +89,18 @@ class Settings:
             raise UsageError(
                 f"counted_levels={list(self.counted_levels)} must be a subset of levels={list(self.levels)}"
             )
+        if not any(lv > 0 for lv in self.levels):
+            raise UsageError(
+                f"levels={list(self.levels)} must include a level above 0: at p = 0 training "
+                "holds no shortcut, so there is no reliance to measure"
+            )
+        if self.counted_levels is not None and (
+            not self.counted_levels or any(lv <= 0 for lv in self.counted_levels)
+        ):
+            raise UsageError(
+                f"counted_levels={list(self.counted_levels)} must be levels above 0: the gate "
+                "averages the reliance gap over levels where training holds the shortcut"
+            )
 
 
 def _field_values(settings: object) -> list[tuple[str, object]]:

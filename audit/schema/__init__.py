@@ -13,7 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = "0"
+SCHEMA_VERSION = "1"  # 1: the gate is the reliance gap; "0" results are still rendered
+PROBE_SCHEMA_VERSION = "0"
 
 
 @cache
