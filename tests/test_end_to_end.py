@@ -76,6 +76,15 @@ def test_check_runs_end_to_end_and_reuses_finished_runs(checkpoints, tmp_path) -
     assert {p.name: p.stat().st_mtime_ns for p in run_files} == stamps
     assert again["auc"] == results["auc"]
 
+    # --inconclusive-exit 0: the same verdict, recorded with what inconclusive counts as
+    code = cli.main([*check_args(user, reference, out, cache), "--inconclusive-exit", "0"])
+    lenient = json.loads((out / "results.json").read_text())
+    overall = lenient["verdict"]["overall"]
+    assert overall == results["verdict"]["overall"]
+    assert lenient["gate"]["inconclusive_exit"] == 0
+    assert lenient["gate"]["inconclusive_counted_as"] == "pass"
+    assert code == lenient["gate"]["exit_code"] == {"fail": 1, "inconclusive": 0}[overall]
+
 
 def test_a_partial_run_file_is_redone(checkpoints, tmp_path) -> None:
     user, reference = checkpoints

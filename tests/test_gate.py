@@ -183,3 +183,25 @@ def test_a_split_without_male_cases_of_a_class_is_refused_in_words() -> None:
 def test_settings_refuse_an_audit_with_no_level_to_gate(values, message) -> None:
     with pytest.raises(UsageError, match=message):
         Settings(**values)
+
+
+def test_the_console_says_when_inconclusive_is_counted_as_pass() -> None:
+    from audit.commands import verdict_lines
+
+    row = {
+        "confounder": "tag", "gated": True, "verdict": "inconclusive",
+        "reliance": {"estimate": 0.04, "ci_low": -0.02, "ci_high": 0.10},
+        "shortcut_gap": {"estimate": 0.1, "ci_low": 0.0, "ci_high": 0.2},
+    }  # fmt: skip
+    results = {
+        "verdict": {"measure": "reliance_gap", "overall": "inconclusive",
+                    "thresholds": {"margin": 0.05}, "per_confounder": [row]},
+        "gate": {"inconclusive_exit": 0, "inconclusive_counted_as": "pass"},
+        "power": {"tag": {"detectable_gap": 0.184}, "sex": {"gated": False}},
+    }  # fmt: skip
+    lines = verdict_lines(results)
+    assert "D = +0.040 [-0.020, +0.100]" in lines[0] and "S = +0.100" in lines[0]
+    assert "inconclusive counted as pass (--inconclusive-exit 0)" in lines[-1]
+    assert "smallest reliance gap this audit could detect is about 0.18" in lines[-1]
+    results["gate"] = {"inconclusive_exit": 3, "inconclusive_counted_as": None}
+    assert not any("counted as" in line for line in verdict_lines(results))

@@ -83,7 +83,8 @@ def test_test_sets_do_not_depend_on_the_fold(cohort, split) -> None:
 def test_sex_sampling_sets_hold_the_level_among_positives(cohort, split, level) -> None:
     sets = cell_sets(cohort, split, get_confounder("sex"), level, fold=0, seed=0)
     labels, sexes = cohort.labels, cohort.sexes
-    assert "clean" not in sets.tests
+    clean = sets.tests["clean"].indices  # the reliance gap's controls: male cases, both classes
+    assert (sexes[clean] == "M").all() and set(labels[clean]) == {0, 1}
     sizes = []
     for sample_set in (sets.train, sets.tests["iid"]):
         idx = sample_set.indices
@@ -124,3 +125,37 @@ def test_too_few_patients_is_a_usage_error() -> None:
         patient_split(
             np.array(["a", "a", "b"]), n_folds=2, val_fraction=0.15, test_fraction=0.25, seed=0
         )
+
+
+def test_the_split_is_the_same_under_any_cache_folders_secret_key(tmp_path) -> None:
+    """Pseudonyms follow the cache folder's key; the split must follow the data and seed only."""
+    import csv
+
+    from PIL import Image
+
+    from audit.data.loading import DataRequest, load_cohort
+    from audit.plan.splits import split_table
+    from audit.resolve.confounders import resolve_confounders
+    from audit.resolve.settings import Settings
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in range(60):
+        Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(tmp_path / f"i{n}.png")
+        rows.append({"path": f"i{n}.png", "label": n % 2, "patient_id": f"patient{n // 2}"})
+    manifest = tmp_path / "manifest.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "label", "patient_id"])
+        writer.writeheader()
+        writer.writerows(rows)
+    settings = Settings(levels=(0.0, 1.0), folds=3, confounders=("tag",))
+    confounders = resolve_confounders(("tag",), {}, "cxr", seed=0, work_size=16)
+    hashes, keys = [], []
+    for cache in ("cache-a", "cache-b"):
+        cohort = load_cohort(
+            DataRequest(manifest, "cxr", cache_dir=tmp_path / cache, image_size=16), progress=False
+        )
+        keys.append(cohort.patients[0])
+        hashes.append(split_table(settings, cohort, confounders).default.content_hash())
+    assert keys[0] != keys[1], "each cache folder has its own secret key"
+    assert hashes[0] == hashes[1], "the same data and seed split alike"

@@ -64,6 +64,16 @@ class Cohort:
         return np.array([c.patient_key for c in self.cases])
 
     @property
+    def patient_groups(self) -> np.ndarray:
+        """Each case's patient as the rank of its first appearance in the cohort: the grouping of
+        ``patients`` without the pseudonyms' values, which follow the cache folder's secret key.
+        Splits are drawn on these, so the same data and seed split alike with any cache folder."""
+        _, first, inverse = np.unique(self.patients, return_index=True, return_inverse=True)
+        rank = np.empty(first.size, dtype=np.int64)
+        rank[np.argsort(first, kind="stable")] = np.arange(first.size)
+        return rank[inverse.ravel()]
+
+    @property
     def sexes(self) -> np.ndarray:
         return np.array([c.sex or "" for c in self.cases])
 

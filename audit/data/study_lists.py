@@ -262,6 +262,6 @@ def official_split(
     splitter = GroupShuffleSplit(n_splits=n_folds, test_size=val_fraction, random_state=seed)
     folds = tuple(
         (np.sort(pool[train]), np.sort(pool[val]))
-        for train, val in splitter.split(pool, groups=patients[pool])
+        for train, val in splitter.split(pool, groups=cohort.patient_groups[pool])  # key-free
     )
     return ListedSplit(test=np.sort(test), folds=folds)

@@ -197,7 +197,7 @@ def split_table(
     """One patient-level split for every cell, or the study's lists (per confounder and level)."""
     if protocol is None:
         split = patient_split(
-            cohort.patients, n_folds=settings.folds, val_fraction=settings.val_fraction,
+            cohort.patient_groups, n_folds=settings.folds, val_fraction=settings.val_fraction,
             test_fraction=settings.test_fraction, seed=settings.seed,
         )  # fmt: skip
         return SplitTable(default=split)
