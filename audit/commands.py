@@ -583,8 +583,11 @@ def run_report(args: argparse.Namespace) -> int:
     from audit.report.render import render_report
     from audit.schema import validate_results
 
+    def no_constants(name: str) -> None:  # NaN and Infinity are not JSON; results.json has none
+        raise ValueError(f"it holds {name}, which strict JSON does not allow")
+
     try:
-        results = json.loads(args.results.read_text(encoding="utf-8"))
+        results = json.loads(args.results.read_text(encoding="utf-8"), parse_constant=no_constants)
     except FileNotFoundError:
         raise UsageError(f"results file not found: {args.results.name}") from None
     except (OSError, ValueError) as exc:

@@ -14,6 +14,7 @@ import hashlib
 import io
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 PDF_VARIANT = "pdf/a-3b"
@@ -83,11 +84,42 @@ def _dedupe_associated_files(_document, pdf) -> None:
         associated.extend(unique)
 
 
+def own_files_fetcher(root: str):  # noqa: ANN201 - a weasyprint.urls.URLFetcher
+    """WeasyPrint's fetcher, limited to what medaudit made: files under ``root`` (the templates,
+    their CSS and fonts) and data: URLs of PNG or SVG images (the report's plots and example
+    images; an SVG's own references go through this fetcher too). Anything else, a web address or
+    a file elsewhere, is refused, so a crafted results.json can neither request a URL nor embed
+    a local file."""
+    from urllib.parse import urlsplit
+    from urllib.request import url2pathname
+
+    from weasyprint.urls import URLFetcher
+
+    top = Path(root).resolve()
+
+    class OwnFilesFetcher(URLFetcher):
+        def fetch(self, url: str, headers: Any = None):  # noqa: ANN202
+            scheme = url.split(":", 1)[0].lower()
+            if scheme == "data":
+                mime = url[5:].split(",", 1)[0].split(";", 1)[0].strip().lower()
+                if mime in ("image/png", "image/svg+xml"):
+                    return super().fetch(url, headers)
+            elif scheme == "file":
+                path = Path(url2pathname(urlsplit(url).path)).resolve()
+                if path == top or top in path.parents:
+                    return super().fetch(url, headers)
+            raise ValueError("the report fetches nothing but medaudit's own files")
+
+    return OwnFilesFetcher(allowed_protocols=("file", "data"), allow_redirects=False)
+
+
 def write_pdf_bytes(html: str, base_url: str, attachment) -> bytes:
-    """HTML to PDF/A-3b bytes with one associated file."""
+    """HTML to PDF/A-3b bytes with one associated file; nothing fetched beyond our own files."""
     import weasyprint
 
-    document = weasyprint.HTML(string=html, base_url=base_url)
+    document = weasyprint.HTML(
+        string=html, base_url=base_url, url_fetcher=own_files_fetcher(base_url)
+    )
     return document.write_pdf(
         pdf_variant=PDF_VARIANT,
         attachments=[attachment],

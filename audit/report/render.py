@@ -35,7 +35,8 @@ def templates_dir() -> Path:
 
 def css_string(value: Any) -> Markup:
     """A value as a quoted CSS string, for the page margin boxes set in the template's <style>."""
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+    text = "".join(" " if ord(ch) < 0x20 or ord(ch) == 0x7F else ch for ch in str(value))
+    text = text.replace("\\", "\\\\").replace('"', '\\"')  # control characters end a CSS string
     text = text.replace("<", "\\3C ").replace(">", "\\3E ")
     return Markup(f'"{text}"')
 
