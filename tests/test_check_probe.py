@@ -111,7 +111,7 @@ def _results(audit: str, probe: str | None) -> dict:
 
     probe_doc = None if probe is None else {"verdict": {"overall": probe}}
     return {"status": {"complete": True}, "verdict": {"overall": audit},
-            "gate": _gate(audit, probe_doc)}  # fmt: skip
+            "gate": _gate(audit, probe_doc, 3)}  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -51,6 +51,69 @@ def test_junit_and_exit_code_follow_the_verdict(verdicts, failures, skipped, cod
     assert exit_code_for(results["verdict"]["overall"]) == code
 
 
+def results_v1(verdicts: dict[str, str]) -> dict:
+    """A schema-1 verdict: the reliance gap gated, "not gated" for a confounder shown only."""
+    rows = [
+        {
+            "confounder": name, "kind": "sampling" if name == "sex" else "pixel",
+            "gated": v != "not gated", "verdict": v, "reason": f"{name} is {v}", "margin": 0.05,
+            "reliance": None, "p_fail": None, "p_pass": None, "p_fail_adjusted": None,
+            "shortcut_gap": None, "clean_gap": None, "breaking_point": None,
+        }
+        for name, v in verdicts.items()
+    ]  # fmt: skip
+    gated = [v for v in verdicts.values() if v != "not gated"]
+    overall = "fail" if "fail" in gated else ("inconclusive" if "inconclusive" in gated else "pass")
+    return {
+        "schema_version": "1",
+        "status": {"complete": True},
+        "verdict": {"measure": "reliance_gap", "overall": overall, "per_confounder": rows},
+    }
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "failures", "skipped"),
+    [
+        ({"tag": "pass", "sex": "not gated"}, 0, 1),
+        ({"tag": "fail", "sex": "not gated"}, 1, 1),
+        ({"tag": "inconclusive", "noise": "pass", "sex": "not gated"}, 0, 2),
+    ],
+)
+def test_schema_1_rows_each_get_a_case_and_not_gated_is_skipped(verdicts, failures, skipped):
+    suite = ET.fromstring(ET.tostring(junit_tree(results_v1(verdicts))))
+    assert (suite.get("tests"), suite.get("failures")) == (str(len(verdicts)), str(failures))
+    assert (suite.get("skipped"), suite.get("errors")) == (str(skipped), "0")
+    cases = {case.get("name"): case for case in suite.iter("testcase")}
+    assert list(cases) == list(verdicts)
+    for name, verdict in verdicts.items():
+        case, reason = cases[name], f"{name} is {verdict}"
+        if verdict == "pass":
+            assert list(case) == [], "a pass is a plain passing test case"
+        elif verdict == "fail":
+            assert case.find("failure").get("message") == reason
+        elif verdict == "inconclusive":
+            assert case.find("skipped").get("message") == f"inconclusive: {reason}"
+        else:
+            assert case.find("skipped").get("message") == reason, "not gated: the reason"
+            assert case.find("failure") is None
+
+
+def test_the_report_fixture_gives_its_verdicts_in_junit() -> None:
+    from pathlib import Path
+
+    results = json.loads((Path(__file__).parent / "data" / "report_results.json").read_text())
+    suite = junit_tree(results)
+    rows = {r["confounder"]: r for r in results["verdict"]["per_confounder"]}
+    for case in suite.iter("testcase"):
+        row = rows[case.get("name")]
+        assert case.get("classname") == "medaudit.shortcut"
+        if row["verdict"] == "inconclusive":
+            assert case.find("skipped").get("message") == "inconclusive: " + row["reason"]
+        else:
+            assert row["verdict"] == "pass" and list(case) == []
+    assert suite.get("tests") == str(len(rows))
+
+
 def test_inconclusive_exit_code_can_be_remapped() -> None:
     assert exit_code_for("inconclusive", 1) == 1
     assert exit_code_for("pass", 1) == 0

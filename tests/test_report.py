@@ -1,8 +1,10 @@
 """The PDF report: complete, every verdict number shown, archival (PDF/A-3b), reproducible.
 
 One module-scoped render of a real quick-demo results.json (tests/data/report_results.json,
-rebuilt by tests/data/make_report_results.py) serves most tests; content checks that need no PDF
-use the HTML, which is much faster.
+schema 1, rebuilt by tests/data/make_report_results.py) serves most tests; content checks that
+need no PDF use the HTML, which is much faster, and page-1 checks of variants render page 1 alone
+(everything before the first page break). tests/data/report_results_v0.json is a schema-0
+document (the o.o.d. AUC gap S gated), which must still render as before.
 """
 
 from __future__ import annotations
@@ -19,13 +21,21 @@ import pytest
 from pypdf import PdfReader
 from pypdf.generic import IndirectObject
 
+from audit.analysis.gate import PROTOCOL_SEX_REASON
+from audit.analysis.planning import PRESAMPLED_REASON
 from audit.report.formatting import NOT_RECORDED
 from audit.report.pdfa import render_time, sha256_hex
-from audit.report.render import render_html, render_pdf, render_report
+from audit.report.render import render_html, render_pdf, render_report, templates_dir
 from audit.schema import results_bytes, validate_results
 
 FIXTURE = Path(__file__).parent / "data" / "report_results.json"
+FIXTURE_V0 = Path(__file__).parent / "data" / "report_results_v0.json"
 EPOCH = "1700000000"  # 2023-11-14T22:13:20Z
+PAGE_BREAK = '<div class="page-break"></div>'
+POWER_FIELDS = (  # a power record's planned figures: None where a confounder is not gated
+    "half_width", "detectable_gap", "pass_gap", "equal_pass_probability", "se", "se_test",
+    "se_runs", "assumptions", "perfect_gap", "perfect_upper", "perfect_can_pass",
+)  # fmt: skip
 SECTIONS = (
     "Shortcut-susceptibility audit",
     "Scope and intended use",
@@ -38,6 +48,9 @@ SECTIONS = (
     "Example: without and with the confounder",
     "AUC against correlation level",
     "Paired statistics per level",
+    "The reliance gap per counted level",
+    "Model-fit check (o.o.d. AUC)",
+    "Clean-AUC retention",
     "Limitations",
     "Reproducibility",
     "Library versions",
@@ -78,7 +91,51 @@ def rendered() -> Rendered:
     return Rendered(results, payload, pdf, again, reader, pages)
 
 
-def _verdict_numbers(row: dict) -> list[str]:
+def _signed(value: float) -> str:
+    return f"{value:+.3f}"
+
+
+def _interval(record: dict) -> str:
+    return f"[{record['ci_low']:+.3f}, {record['ci_high']:+.3f}]"
+
+
+def _reliance_numbers(row: dict) -> list[str]:
+    """Every number of one schema-1 verdict row, formatted as the report formats it."""
+    rel, s, clean = row["reliance"], row["shortcut_gap"], row["clean_gap"]
+    numbers = [_signed(rel["estimate"]), _interval(rel), f"{rel['se']:.3f}"]
+    numbers += [
+        f"{rel['var_test']:.3g}",
+        f"{rel['var_runs']:.3g}",
+        f"{rel['confidence'] * 100:g} %",
+    ]
+    numbers += [f"{rel[k]} " for k in ("n_positive", "n_negative", "n_patients")]
+    numbers += [f"{rel['n_folds']} / {rel['n_runs']}"]
+    numbers += [_signed(v) for v in rel["fold_estimates"]]
+    for level in rel["per_level"]:
+        numbers.append(_signed(level["gap"]))
+        numbers += [
+            f"{level[k]:.3f}"
+            for k in (
+                "clean_auc_reference", "clean_auc_user", "lift_auc_reference", "lift_auc_user",
+                "ood_reference", "ood_reference_with_user_lift",
+            )
+        ]  # fmt: skip
+    for fit in rel["fit_check"]:
+        numbers += [f"{fit['observed_ood_auc']:.3f}", f"{fit['predicted_ood_auc']:.3f}"]
+        numbers += [_signed(fit["difference"]), f"{fit['se']:.3f}"]
+    for kept in rel["retention"]:
+        numbers += [f"{kept['clean_auc']:.3f}", f"\u00d7 {kept['retention']:.3f}"]
+    numbers += [f"{row[k]:.3f}" for k in ("p_fail", "p_pass", "p_fail_adjusted")]
+    numbers += [_signed(row["margin"]), _signed(s["estimate"]), _interval(s)]
+    numbers += [_signed(e["gap"]) for e in s["per_level"]]
+    numbers += [_signed(clean["estimate"]), _interval(clean)]
+    numbers += rel["notes"]
+    if row["breaking_point"] is not None:
+        numbers.append(f"p = {row['breaking_point']:g}")
+    return numbers
+
+
+def _v0_numbers(row: dict) -> list[str]:
     gap = row["gap"]
     numbers = [f"{gap[k]:+.3f}" for k in ("estimate", "ci_low", "ci_high")]
     for key in ("per_level_gap", "per_level_ci_low", "per_level_ci_high"):
@@ -92,29 +149,116 @@ def _verdict_numbers(row: dict) -> list[str]:
     return numbers
 
 
-def test_fixture_is_valid_results() -> None:
-    validate_results(json.loads(FIXTURE.read_text(encoding="utf-8")))
+def _text(html: str) -> str:
+    """The HTML's text, tags dropped and entities the report uses resolved: for fast checks."""
+    import html as html_lib
+
+    inline = r"</?(?:span|b|i|em|sub|sup|a)\b[^>]*>"
+    return _flat(html_lib.unescape(re.sub(r"<[^>]+>", " ", re.sub(inline, "", html))))
+
+
+def _page_one(results: dict) -> list[str]:
+    """Page 1 rendered alone (everything before the first page break), page by page: a page-1
+    check of a variant without rendering the whole report."""
+    import weasyprint
+
+    html = render_html(results, rendered_utc="2024-01-01T00:00:00Z").split(PAGE_BREAK, 1)[0]
+    pdf = weasyprint.HTML(string=html + "</body></html>", base_url=str(templates_dir())).write_pdf()
+    return [_flat(page.extract_text()) for page in PdfReader(io.BytesIO(pdf)).pages]
+
+
+def _not_gated_sex(results: dict) -> dict:
+    """The same audit as if run under --protocol source-matters: sex is shown but not gated."""
+    out = copy.deepcopy(results)
+    row = next(r for r in out["verdict"]["per_confounder"] if r["confounder"] == "sex")
+    row.update(
+        gated=False, verdict="not gated", reason=PROTOCOL_SEX_REASON, reliance=None,
+        p_fail=None, p_pass=None, p_fail_adjusted=None, clean_gap=None,
+    )  # fmt: skip
+    conf = next(c for c in out["protocol"]["confounders"] if c["name"] == "sex")
+    conf.update(clean_test=None, has_clean_test=False)
+    for by_role in (out["auc"]["sex"], (out.get("operating") or {}).get("sex", {})):
+        for by_set in by_role.values():
+            by_set.pop("clean", None)  # the study's sex lists have no clean test set
+    out["power"]["sex"].update(  # as audit.analysis.planning records a confounder not gated
+        dict.fromkeys(POWER_FIELDS), gated=False, reason=PRESAMPLED_REASON
+    )
+    gated = [r["verdict"] for r in out["verdict"]["per_confounder"] if r["gated"]]
+    out["verdict"]["overall"] = "fail" if "fail" in gated else (
+        "inconclusive" if "inconclusive" in gated else "pass"
+    )  # fmt: skip
+    out["gate"].update(overall=out["verdict"]["overall"], audit=out["verdict"]["overall"])
+    return out
+
+
+def _four_confounders(results: dict) -> dict:
+    """The crowded page 1: tag, denoise and noise (copies of tag's records, two inconclusive
+    with the long reason), and sex not gated; inconclusive counted as pass, with power."""
+    out = _not_gated_sex(results)
+    rows = {r["confounder"]: r for r in out["verdict"]["per_confounder"]}
+    confs = {c["name"]: c for c in out["protocol"]["confounders"]}
+    long_reason = max(results["verdict"]["per_confounder"], key=lambda r: len(r["reason"]))
+    new_rows, new_confs = [rows["tag"]], [confs["tag"]]
+    for name, category in (("denoise", "processing"), ("noise", "acquisition")):
+        new_rows.append({**copy.deepcopy(rows["tag"]), "confounder": name,
+                         "verdict": "inconclusive", "reason": long_reason["reason"]})  # fmt: skip
+        new_confs.append({**copy.deepcopy(confs["tag"]), "name": name, "category": category})
+        for key in ("auc", "operating", "statistics", "examples", "power"):
+            if "tag" in (out.get(key) or {}):
+                out[key][name] = copy.deepcopy(out[key]["tag"])
+    out["verdict"]["per_confounder"] = [*new_rows, rows["sex"]]
+    out["protocol"]["confounders"] = [*new_confs, confs["sex"]]
+    out["verdict"]["overall"] = "inconclusive"
+    out["gate"].update(overall="inconclusive", audit="inconclusive", exit_code=0)
+    return out
+
+
+def test_fixtures_are_valid_results_of_both_schemas() -> None:
+    v1 = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    validate_results(v1)
+    assert v1["schema_version"] == "1" and v1["verdict"]["measure"] == "reliance_gap"
+    assert v1["gate"]["inconclusive_counted_as"] == "pass" and v1["power"]
+    v0 = json.loads(FIXTURE_V0.read_text(encoding="utf-8"))
+    validate_results(v0)
+    assert v0["schema_version"] == "0" and "gap" in v0["verdict"]["per_confounder"][0]
+    validate_results(_not_gated_sex(v1))
+    validate_results(_four_confounders(v1))
 
 
 def test_every_number_of_the_verdict_appears_in_the_pdf(rendered) -> None:
     verdict = rendered.results["verdict"]
     assert verdict["per_confounder"], "the fixture must carry a verdict"
     for row in verdict["per_confounder"]:
-        for number in _verdict_numbers(row):
+        for number in _reliance_numbers(row):
             assert number in rendered.text, f"{row['confounder']}: {number} missing from the PDF"
+        unbroken = rendered.text.replace("- ", "-")  # a line broken after a hyphen
+        assert row["reason"] in unbroken, "the full reason, in the confounder's section"
+    for name, planned in rendered.results["power"].items():
+        for key in ("half_width", "detectable_gap", "pass_gap"):
+            shown = f"\u00b1{planned[key]:.3f}" if key == "half_width" else _signed(planned[key])
+            assert shown in rendered.text, f"{name}: planned {key}"
 
 
 def test_page_one_answers_on_its_own(rendered) -> None:
     page = rendered.pages[0]
     r = rendered.results
     assert f"Overall verdict: {r['verdict']['overall'].upper()}" in page
+    assert "it does not depend on either model's accuracy" in page
+    assert "how much lower the reference's o.o.d. AUC would be" in page
+    assert "o.o.d. AUC gap S, not gated" in page
     for row in r["verdict"]["per_confounder"]:
-        gap = row["gap"]
+        rel, s = row["reliance"], row["shortcut_gap"]
         assert row["confounder"] in page
-        assert f"[{gap['ci_low']:+.3f}, {gap['ci_high']:+.3f}]" in page
-        assert f"{gap['estimate']:+.3f}" in page
         assert row["verdict"].upper() in page.upper()
-        assert f"{row['p_fail_adjusted']:.3f} / {row['p_pass_adjusted']:.3f}" in page
+        assert f"{_signed(rel['estimate'])} {_interval(rel)}" in page, "D and its interval"
+        assert (
+            f"{row['p_fail_adjusted']:.3f} / {row['p_pass']:.3f} {rel['dominant_variance']}" in page
+        )
+        assert f"{_signed(s['estimate'])} {_interval(s)}" in page, "S and its interval beside D"
+        planned = r["power"][row["confounder"]]
+        assert f"\u00b1{planned['half_width']:.3f} / {planned['detectable_gap']:+.3f}" in page
+    assert "assumed between-run SD of the measure 0.03" in page
+    assert "(patients + runs)" in page, "the interval holds both variances"
     for model in r["models"]:
         assert model["display_name"] in page
     for expected in (r["data"]["manifest_hash"], r["created_utc"], "budget quick"):
@@ -122,6 +266,101 @@ def test_page_one_answers_on_its_own(rendered) -> None:
     assert "What the verdict means" in page and "What it does not mean" in page
     assert "not the shipped" in page or "shipped model's behaviour" in page
     assert "Illustrative: synthetic data" in page
+    assert rendered.pages[1].startswith("Scope and intended use"), "page 1 holds it all"
+
+
+def test_page_one_says_inconclusive_counted_as_pass_with_the_detectable_gap(rendered) -> None:
+    r = rendered.results
+    assert r["verdict"]["overall"] == "inconclusive"
+    assert r["gate"]["inconclusive_counted_as"] == "pass"
+    largest = max(p["detectable_gap"] for p in r["power"].values())
+    page = rendered.pages[0]
+    assert "Inconclusive counted as pass (--inconclusive-exit 0): exit code 0." in page
+    assert f"could detect (planned before the runs) is about {largest:+.3f}" in page
+    plain = copy.deepcopy(r)
+    plain["gate"].update(inconclusive_exit=3, inconclusive_counted_as=None, exit_code=3)
+    assert "counted as" not in _text(render_html(plain, rendered_utc="2024-01-01T00:00:00Z"))
+
+
+def test_a_not_gated_confounder_shows_its_reason_on_page_one_and_four_fit_one_page() -> None:
+    results = _four_confounders(json.loads(FIXTURE.read_bytes()))
+    pages = _page_one(results)
+    assert len(pages) == 1, "page 1 holds four confounders, their reasons and the notes"
+    page = pages[0]
+    assert "sex patient NOT GATED not gated" in page
+    assert _flat(PROTOCOL_SEX_REASON) in page
+    assert "Not gated: sex" in page and "comes from the gated confounders only" in page
+    assert "Inconclusive counted as pass" in page
+    for name in ("tag", "denoise", "noise"):
+        assert f"{name} " in page
+    assert page.count("\u00b1") >= 3 and "not gated" in page, "planned per gated confounder"
+
+
+def test_a_not_gated_confounder_is_shown_in_its_section_without_a_measure() -> None:
+    results = _not_gated_sex(json.loads(FIXTURE.read_bytes()))
+    validate_results(results)
+    tag = next(r for r in results["verdict"]["per_confounder"] if r["confounder"] == "tag")
+    assert results["verdict"]["overall"] == tag["verdict"], "the gated confounders' verdict only"
+    text = _text(render_html(results, rendered_utc="2024-01-01T00:00:00Z"))
+    section = text[text.index("Results: sex") : text.index("Limitations")]
+    assert f"Verdict not gated: {PROTOCOL_SEX_REASON}" in section
+    assert "Clean test set: none." in section
+    assert "clean AUC gap (descriptive) not computed" in section
+    s = next(r for r in results["verdict"]["per_confounder"] if r["confounder"] == "sex")
+    assert f"{_signed(s['shortcut_gap']['estimate'])} {_interval(s['shortcut_gap'])}" in section
+    assert "The reliance gap per counted level" not in section, "no measure to tabulate"
+
+
+def test_the_schema_0_fixture_still_renders_with_s_as_the_gate() -> None:
+    results = json.loads(FIXTURE_V0.read_bytes())
+    html = render_html(results, rendered_utc="2024-01-01T00:00:00Z")
+    text = _text(html)
+    for row in results["verdict"]["per_confounder"]:
+        for number in _v0_numbers(row):
+            assert number in text, f"{row['confounder']}: {number} missing from the v0 report"
+    assert "reliance gap" not in text.lower() and "Model-fit check" not in text
+    assert "shortcut gap S" in text and "bootstrap resamples" in text
+    pages = _page_one(results)
+    assert len(pages) == 1
+    page = pages[0]
+    assert f"Overall verdict: {results['verdict']['overall'].upper()}" in page
+    assert "Shortcut gap S" in page
+    for row in results["verdict"]["per_confounder"]:
+        gap = row["gap"]
+        assert f"{gap['estimate']:+.3f} [{gap['ci_low']:+.3f}, {gap['ci_high']:+.3f}]" in page
+        assert f"{row['p_fail_adjusted']:.3f} / {row['p_pass_adjusted']:.3f}" in page
+
+
+def test_the_glossary_and_limitations_explain_the_reliance_gap() -> None:
+    from audit.report.context import glossary, limitations
+
+    results = json.loads(FIXTURE.read_bytes())
+    terms = dict(glossary(results))
+    for term in (
+        "reliance gap D", "lift AUC K", "clean AUC C", "retention", "fit check",
+        "V_test / V_runs", "generalized pivot interval", "o.o.d. AUC gap S",
+    ):  # fmt: skip
+        assert term in terms, term
+    assert terms["o.o.d. AUC gap S"].startswith("Descriptive, not gated")
+    assert "bootstrap interval" not in terms and "shortcut gap S" not in terms
+    assert "binormal" in " ".join(limitations(results))
+    v0 = json.loads(FIXTURE_V0.read_bytes())
+    assert "shortcut gap S" in dict(glossary(v0)) and "reliance gap D" not in dict(glossary(v0))
+    assert "binormal" not in " ".join(limitations(v0))
+
+
+def test_reliance_rows_mark_an_infinite_df_and_keep_the_reason_whole() -> None:
+    from audit.report.context import verdict_rows
+
+    results = json.loads(FIXTURE.read_bytes())
+    rows = verdict_rows(results)
+    for row in results["verdict"]["per_confounder"]:
+        shown = rows[row["confounder"]]
+        assert shown["df"] == "\u221e (no between-run variance)", "one fold: df is stored as null"
+        assert shown["reason"] == row["reason"]
+        assert row["reason"].startswith(shown["reason_short"])
+        for note in row["reliance"]["notes"]:
+            assert note not in shown["reason_short"], "page 1 lists the note once"
 
 
 def test_every_section_is_present(rendered) -> None:
@@ -297,7 +536,7 @@ def test_source_date_epoch_is_honoured_and_checked() -> None:
 def test_limitations_name_an_architecture_mismatch() -> None:
     from audit.report.context import limitations
 
-    results = json.loads((Path(__file__).parent / "data" / "report_results.json").read_text())
+    results = json.loads(FIXTURE.read_text())
     results["models"][0]["arch"] = "densenet121"
     results["models"][1]["arch"] = "resnet50"
     text = " ".join(limitations(results))

@@ -78,3 +78,27 @@ def test_plots_are_vector_and_byte_stable() -> None:
     assert first.lstrip().startswith("<?xml") and "<svg" in first
     assert "<image" not in first, "no raster inside the plot"
     assert "<dc:date>" not in first
+
+
+def test_schema_1_plots_draw_d_per_level_beside_a_dashed_s() -> None:
+    import json
+    from pathlib import Path
+
+    from audit.report.context import _gap_series
+
+    results = json.loads((Path(__file__).parent / "data" / "report_results.json").read_text())
+    row = results["verdict"]["per_confounder"][0]
+    gated = _gap_series(row)
+    assert [g.dashed for g in gated] == [False, True], "D_p solid and gated, S dashed"
+    assert gated[0].estimate == tuple(e["gap"] for e in row["reliance"]["per_level"])
+    assert gated[1].estimate == tuple(e["gap"] for e in row["shortcut_gap"]["per_level"])
+    assert gated[0].margin == row["margin"]
+    shown_only = {**row, "gated": False, "verdict": "not gated", "reliance": None}
+    (alone,) = _gap_series(shown_only)
+    assert alone.dashed and alone.margin is None, "not gated: S alone, no margin to meet"
+    assert _gap_series({**shown_only, "shortcut_gap": None}) is None
+    series = [Series("user", "ood", (0.8, 0.6)), Series("reference", "ood", (0.82, 0.8))]
+    first = confounder_figure_svg((0.0, 1.0), series, gated)
+    assert first == confounder_figure_svg((0.0, 1.0), series, gated)
+    assert "<image" not in first and first.count('<g id="axes_') == 3
+    assert len(confounder_figure_svg((0.0, 1.0), series, None)) < len(first)

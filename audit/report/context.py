@@ -7,6 +7,8 @@ re-decided here. A key the audit did not record is shown as :data:`NOT_RECORDED`
 from __future__ import annotations
 
 import base64
+import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,11 +20,14 @@ from audit.report.formatting import (
     commit_text,
     fmt_auc,
     fmt_breaking_point,
+    fmt_df,
+    fmt_half_width,
     fmt_interval,
     fmt_level,
     fmt_p,
     fmt_percent,
     fmt_signed,
+    fmt_small,
     fmt_value,
     or_not_recorded,
 )
@@ -37,6 +42,7 @@ from audit.report.plots import (
 from audit.report.probe_context import probe_context
 
 TEST_SETS = ("ood", "iid", "clean")
+_RUN_SD = re.compile(r"between-fold SD of the measure ([0-9][0-9.eE+-]*)")
 CATEGORY_NOTE = (
     "MICCAT working categories: the study's own category names are not public, so medaudit "
     "groups confounders by where they enter the imaging context."
@@ -92,9 +98,47 @@ OVERALL_TEXT = {
 }
 
 
-def overall(results: Mapping[str, Any]) -> dict[str, str]:
+RELIANCE_MEANING = (
+    "D is how much lower the reference's o.o.d. AUC would be if it leaned on the shortcut as much "
+    "as the audited model; it does not depend on either model's accuracy."
+)
+OVERALL_TEXT_RELIANCE = {
+    "pass": (
+        "For every gated confounder the interval of the reliance gap D lies below the margin: "
+        "under this protocol the audited model leans on the planted shortcuts no more than the "
+        "reference, up to the margin. " + RELIANCE_MEANING
+    ),
+    "fail": (
+        "For at least one confounder the interval of the reliance gap D lies above the margin, "
+        "after Holm adjustment across confounders: the audited model leans on the planted "
+        "shortcut more than the reference. " + RELIANCE_MEANING
+    ),
+    "inconclusive": (
+        "No confounder fails, but for at least one gated confounder the interval of the reliance "
+        "gap D contains the margin (or D could not be computed): the data cannot tell whether the "
+        "audited model leans on the shortcut more than the reference. " + RELIANCE_MEANING
+    ),
+}
+
+
+def is_reliance(results: Mapping[str, Any]) -> bool:
+    """Schema 1: the gate is the reliance gap D. Schema 0 gated on the o.o.d. AUC gap S."""
+    verdict = results.get("verdict") or {}
+    if "measure" in verdict:
+        return verdict["measure"] == "reliance_gap"
+    return str(results.get("schema_version", "0")) != "0"
+
+
+def overall(results: Mapping[str, Any]) -> dict[str, Any]:
     verdict = results.get("verdict")
     status = results["status"]
+    if verdict and is_reliance(results):
+        return {
+            "verdict": verdict["overall"],
+            "headline": f"Overall verdict: {verdict['overall'].upper()}",
+            "explanation": OVERALL_TEXT_RELIANCE.get(verdict["overall"], ""),
+            "notes": _gate_notes(results),
+        }
     if verdict:
         return {
             "verdict": verdict["overall"],
@@ -117,8 +161,52 @@ def overall(results: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+def _gate_notes(results: Mapping[str, Any]) -> list[str]:
+    """What page 1 must say besides the verdict: why it is inconclusive by record, which
+    confounders are shown but not gated, and what an inconclusive verdict counts as."""
+    verdict, gate = results["verdict"], results.get("gate") or {}
+    notes = []
+    if verdict.get("reason"):
+        notes.append(verdict["reason"])
+    shown = [r["confounder"] for r in verdict.get("per_confounder", []) if not r.get("gated", True)]
+    if shown:
+        notes.append(
+            f"Not gated: {', '.join(shown)} (why: in its row); the verdict comes from the gated "
+            "confounders only."
+        )
+    counted_as = gate.get("inconclusive_counted_as")
+    if verdict["overall"] == "inconclusive" and counted_as:
+        text = (
+            f"Inconclusive counted as {counted_as} (--inconclusive-exit "
+            f"{fmt_value(gate.get('inconclusive_exit'))}): exit code "
+            f"{fmt_value(gate.get('exit_code'))}."
+        )
+        gaps = [
+            entry["detectable_gap"]
+            for entry in (results.get("power") or {}).values()
+            if isinstance(entry, Mapping) and as_number(entry.get("detectable_gap")) is not None
+        ]
+        if gaps:
+            text += (
+                " The smallest reliance gap this audit could detect (planned before the runs) is "
+                f"about {fmt_signed(max(gaps))}; a smaller one may have gone unseen."
+            )
+        notes.append(text)
+    return notes
+
+
 def verdict_rows(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Confounder name -> the verdict's row, formatted; empty when there is no verdict."""
+    """Confounder name -> the verdict's row, formatted; empty when there is no verdict.
+
+    The one place that reads either verdict: schema 1 (the reliance gap D gated, S beside it)
+    or schema 0 (the o.o.d. AUC gap S gated)."""
+    if is_reliance(results):
+        verdict = results.get("verdict") or {}
+        power = results.get("power") or {}
+        return {
+            row["confounder"]: _reliance_row(results, row, power.get(row["confounder"]))
+            for row in verdict.get("per_confounder", [])
+        }
     rows = {}
     for row in (results.get("verdict") or {}).get("per_confounder", []):
         gap = row.get("gap", {})
@@ -146,6 +234,173 @@ def verdict_rows(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return rows
 
 
+def _gap_text(gap: Mapping[str, Any] | None) -> dict[str, str]:
+    """A descriptive AUC gap (S, or the clean gap) with its interval; n/a when not computed."""
+    gap = gap or {}
+    estimate = fmt_signed(gap.get("estimate"))
+    interval = fmt_interval(gap.get("ci_low"), gap.get("ci_high"))
+    return {
+        "estimate": estimate,
+        "interval": interval,
+        "text": f"{estimate} {interval}" if gap else "not computed",
+        "se": fmt_auc(gap.get("se")),
+        "recorded": bool(gap),
+    }
+
+
+def _role_label(role: str) -> str:
+    return ROLE_LABELS.get(role, role)
+
+
+def _reliance_tables(reliance: Mapping[str, Any], levels: Sequence[float]) -> dict[str, Any]:
+    """The per-level measure, the model-fit check and the clean-AUC retention, formatted."""
+    per_level = [
+        {
+            "level": fmt_level(e.get("level")),
+            "c_ref": fmt_auc(e.get("clean_auc_reference")),
+            "c_user": fmt_auc(e.get("clean_auc_user")),
+            "k_ref": fmt_auc(e.get("lift_auc_reference")),
+            "k_user": fmt_auc(e.get("lift_auc_user")),
+            "o_ref": fmt_auc(e.get("ood_reference")),
+            "o_ref_user": fmt_auc(e.get("ood_reference_with_user_lift")),
+            "gap": fmt_signed(e.get("gap")),
+        }
+        for e in reliance.get("per_level") or []
+    ]
+    fit = [
+        {
+            "label": _role_label(e.get("role", "")),
+            "colour": ROLE_COLOURS.get(e.get("role", ""), "#000000"),
+            "level": fmt_level(e.get("level")),
+            "observed": fmt_auc(e.get("observed_ood_auc")),
+            "predicted": fmt_auc(e.get("predicted_ood_auc")),
+            "difference": fmt_signed(e.get("difference")),
+            "se": fmt_auc(e.get("se")),
+        }
+        for e in reliance.get("fit_check") or []
+    ]
+    retention = []
+    entries = reliance.get("retention") or []
+    for role in dict.fromkeys(e.get("role", "") for e in entries):
+        by_level = {}
+        for e in entries:
+            index = _level_index(levels, e.get("level")) if e.get("role") == role else None
+            if index is not None:
+                by_level[index] = e
+        retention.append(
+            {
+                "label": _role_label(role),
+                "colour": ROLE_COLOURS.get(role, "#000000"),
+                "cells": [
+                    {
+                        "clean_auc": fmt_auc(by_level[i].get("clean_auc")),
+                        "retention": fmt_auc(by_level[i].get("retention")),
+                    }
+                    if i in by_level
+                    else None
+                    for i in range(len(levels))
+                ],
+            }
+        )
+    return {"per_level": per_level, "fit_check": fit, "retention": retention}
+
+
+def _power_text(entry: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The planned resolution for one confounder (computed before the runs), formatted."""
+    if not isinstance(entry, Mapping):
+        return None
+    if entry.get("gated") is False:
+        return {"gated": False, "sized": False, "reason": entry.get("reason") or "not gated"}
+    sized = as_number(entry.get("half_width")) is not None
+    detectable = entry.get("detectable_gap")
+    return {
+        "gated": True,
+        "sized": sized,
+        "reason": entry.get("reason") or "",
+        "half_width": fmt_half_width(entry.get("half_width")),
+        "detectable_gap": fmt_signed(detectable)
+        if as_number(detectable) is not None
+        else ("none at this power" if sized else "n/a"),  # fmt: skip
+        "pass_gap": fmt_signed(entry.get("pass_gap")),
+        "equal_pass": fmt_p(entry.get("equal_pass_probability")),
+        "se": fmt_auc(entry.get("se")),
+        "se_test": fmt_auc(entry.get("se_test")),
+        "se_runs": fmt_auc(entry.get("se_runs")),
+        "assumptions": entry.get("assumptions") or NOT_RECORDED,
+        "run_sd": entry.get("run_sd"),
+        "perfect_upper": fmt_signed(entry.get("perfect_upper")),
+        "perfect_can_pass": entry.get("perfect_can_pass"),
+    }
+
+
+def _reliance_row(
+    results: Mapping[str, Any], row: Mapping[str, Any], power: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """A schema-1 row: the gated reliance gap D, and beside it the descriptive S and clean gap."""
+    rel = row.get("reliance") or {}
+    verdict = row["verdict"]
+    gated = bool(row.get("gated", True))
+    counted = [e.get("level") for e in rel.get("per_level") or []] or [
+        e.get("level") for e in (row.get("shortcut_gap") or {}).get("per_level") or []
+    ]
+    no_runs_variance = as_number(rel.get("var_runs")) == 0.0
+    return {
+        "reliance": True,
+        "verdict": verdict,
+        "verdict_class": verdict.replace(" ", "-"),
+        "gated": gated,
+        "has_measure": bool(rel),
+        "estimate": fmt_signed(rel.get("estimate"))
+        if rel
+        else ("not gated" if not gated else "n/a"),
+        "interval": fmt_interval(rel.get("ci_low"), rel.get("ci_high")),
+        "confidence": fmt_percent(rel.get("confidence")),
+        "p_fail": fmt_p(row.get("p_fail")),
+        "p_pass": fmt_p(row.get("p_pass")),
+        "p_fail_adjusted": fmt_p(row.get("p_fail_adjusted")),
+        "dominant": rel.get("dominant_variance") or "n/a",
+        "se": fmt_auc(rel.get("se")),
+        "var_test": fmt_small(rel.get("var_test")),
+        "var_runs": fmt_small(rel.get("var_runs")),
+        "df": fmt_df(rel.get("df"), no_runs_variance=no_runs_variance),
+        "n_folds": fmt_value(rel.get("n_folds")),
+        "n_runs": fmt_value(rel.get("n_runs")),
+        "fold_estimates": ", ".join(fmt_signed(v) for v in rel.get("fold_estimates") or [])
+        or "n/a",
+        "runs_variance_available": rel.get("runs_variance_available"),
+        "n_positive": fmt_value(rel.get("n_positive")),
+        "n_negative": fmt_value(rel.get("n_negative")),
+        "n_patients": fmt_value(rel.get("n_patients")),
+        "counted_levels": ", ".join(fmt_level(v) for v in counted) or "n/a",
+        "margin": fmt_signed(row.get("margin")),
+        "breaking_point": fmt_breaking_point(row.get("breaking_point")),
+        "reason": row.get("reason") or "",
+        "reason_short": _without_notes(row.get("reason") or "", rel.get("notes") or []),
+        "notes": list(rel.get("notes") or []),
+        "shortcut_gap": _gap_text(row.get("shortcut_gap")),
+        "clean_gap": _gap_text(row.get("clean_gap")),
+        "tables": _reliance_tables(rel, results["protocol"]["levels"]),
+        "power": _power_text(power),
+    }
+
+
+def _without_notes(reason: str, notes: Sequence[str]) -> str:
+    """The reason without the measure's notes it ends with: page 1 lists each note once."""
+    for note in reversed(notes):
+        if note and reason.endswith(note):
+            reason = reason[: -len(note)].rstrip()
+    return reason
+
+
+def shared_notes(rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Each distinct note of the measures, with the confounders it applies to (page 1)."""
+    seen: dict[str, list[str]] = {}
+    for name, row in rows.items():
+        for note in row.get("notes") or []:
+            seen.setdefault(note, []).append(name)
+    return [f"{note} ({', '.join(names)})" for note, names in seen.items()]
+
+
 def _adjusted_gap(adjusted: Mapping[str, Any] | None) -> str:
     """The baseline-adjusted gap (descriptive): S minus the gap at p = 0, with its interval."""
     if not adjusted:
@@ -166,12 +421,13 @@ def thresholds(results: Mapping[str, Any]) -> dict[str, str]:
         "confidence": fmt_percent(1 - declared["alpha"])
         if as_number(declared.get("alpha"))
         else "n/a",
-        "counted_levels": "every level run"
+        "counted_levels": ("every level run above 0" if is_reliance(results) else "every level run")
         if not counted
         else ", ".join(fmt_level(v) for v in counted),
         "n_resamples": fmt_value(declared.get("n_resamples")),
         "seed": or_not_recorded(declared.get("seed")),
         "breaking_auc": or_not_recorded(declared.get("breaking_auc")),
+        "clip": or_not_recorded(declared.get("clip")),
     }
 
 
@@ -349,7 +605,41 @@ def _series(auc: Mapping[str, Any]) -> tuple[list[Series], set[str]]:
     return series, bands
 
 
-def _gap_series(row: Mapping[str, Any] | None) -> GapSeries | None:
+def _per_level_series(
+    entries: Sequence[Mapping[str, Any]] | None, margin: Any, label: str, *, dashed: bool = False
+) -> GapSeries | None:
+    points = [e for e in entries or [] if as_number(e.get("level")) is not None]
+    if not points:
+        return None
+    return GapSeries(
+        tuple(float(e["level"]) for e in points),
+        tuple(as_number(e.get("gap")) for e in points),
+        (None,) * len(points),  # schema 1 records no per-level interval
+        (None,) * len(points),
+        as_number(margin),
+        label,
+        dashed,
+    )
+
+
+def _gap_series(row: Mapping[str, Any] | None) -> GapSeries | list[GapSeries] | None:
+    """The plot's gap panel: schema 0, the gated S per level with its interval; schema 1, the
+    gated D_p per level and, dashed, the descriptive S per level (no per-level intervals)."""
+    if row is not None and "reliance" in row:
+        gaps = [
+            _per_level_series(
+                (row.get("reliance") or {}).get("per_level"), row.get("margin"),
+                "reliance gap D_p (gated as the mean)",
+            ),
+            _per_level_series(
+                (row.get("shortcut_gap") or {}).get("per_level"), row.get("margin"),
+                "o.o.d. AUC gap S (not gated)", dashed=True,
+            ),
+        ]  # fmt: skip
+        gaps = [g for g in gaps if g is not None]
+        if gaps and gaps[0].dashed:  # no measure gated: S alone, and no margin it must meet
+            gaps = [dataclasses.replace(gaps[0], margin=None)]
+        return gaps or None
     gap = (row or {}).get("gap") or {}
     levels = (row or {}).get("counted_levels")
     if not levels or len(gap.get("per_level_gap", [])) != len(levels):
@@ -458,13 +748,19 @@ def _p_entry(test: Mapping[str, Any], key: str) -> str:
 def _stats_table(
     name: str, results: Mapping[str, Any], row: Mapping[str, Any] | None
 ) -> list[dict[str, str]]:
-    """One row per level: both models' o.o.d. AUC, the gap with its interval, paired tests."""
+    """One row per level: both models' o.o.d. AUC, the gap with its interval, paired tests.
+
+    Schema 1: the gap is S's per-level part (per-run averages; no per-level interval)."""
     levels = results["protocol"]["levels"]
     auc = results["auc"].get(name, {})
     user_ood = _get(auc, "user", "ood", "mean") or []
     ref_ood = _get(auc, "reference", "ood", "mean") or []
     gap = (row or {}).get("gap") or {}
     counted = (row or {}).get("counted_levels") or []
+    if row is not None and "reliance" in row:
+        entries = (row.get("shortcut_gap") or {}).get("per_level") or []
+        counted = [e.get("level") for e in entries]
+        gap = {"per_level_gap": [e.get("gap") for e in entries]}
     tests = {}
     for entry in (results.get("statistics") or {}).get(name, []):
         index = _level_index(levels, entry.get("level"))
@@ -534,6 +830,7 @@ def confounder_sections(
                 "description": conf["description"],
                 "params": fmt_value(conf["params"]) if conf["params"] else "none",
                 "has_clean_test": conf.get("has_clean_test", conf["kind"] == "pixel"),
+                "clean_test": conf.get("clean_test") or "none",
                 "verdict": rows.get(name),
                 "plot": plot,
                 "bands": "; ".join(sorted(bands)) if bands else "none",
@@ -564,10 +861,13 @@ def limitations(results: Mapping[str, Any]) -> list[str]:
         "this protocol. It says nothing about the shipped model's accuracy, calibration or "
         "shortcuts on its own data, and nothing about confounders not listed here."
     )
-    items.append(
-        "The interval of S comes from resampling test cases with the fine-tuned models fixed; "
-        "variation from fine-tuning itself enters only through the average over folds."
-    )
+    if is_reliance(results):
+        items.extend(RELIANCE_LIMITATIONS)
+    else:
+        items.append(
+            "The interval of S comes from resampling test cases with the fine-tuned models fixed; "
+            "variation from fine-tuning itself enters only through the average over folds."
+        )
     if p["folds"] < STUDY_FOLDS or len(p["levels"]) < len(STUDY_LEVELS):
         items.append(
             f"This audit ran {p['folds']} fold(s) and {len(p['levels'])} correlation level(s); "
@@ -587,7 +887,20 @@ def limitations(results: Mapping[str, Any]) -> list[str]:
             "both a training pool and the test set (see the data section); they were kept so the "
             "study is reproduced exactly."
         )
-    if any(c["kind"] == "sampling" for c in p["confounders"]):
+    if is_reliance(results):
+        for c in p["confounders"]:
+            if c["kind"] == "sampling":
+                clean = c.get("clean_test")
+                items.append(
+                    f"A sampling confounder ({c['name']}) changes which cases are drawn, not "
+                    "pixels, so it has no example image; "
+                    + (
+                        f"its clean test set holds {clean}."
+                        if clean
+                        else "it has no clean test set."
+                    )
+                )
+    elif any(c["kind"] == "sampling" for c in p["confounders"]):
         items.append(
             "A sampling confounder (such as sex) changes which cases are drawn, not pixels, so it "
             "has no clean test set and no example image."
@@ -602,6 +915,19 @@ def limitations(results: Mapping[str, Any]) -> list[str]:
         "independent PDF/A validator."
     )
     return items
+
+
+RELIANCE_LIMITATIONS = (
+    "The reliance gap D is read on an o.o.d. AUC scale through the binormal model: equal lift "
+    "gives D = 0 whatever the models' scores look like, but reading its size as o.o.d. AUC "
+    "points leans on that model. The model-fit check in each confounder's section tests it.",
+    "The interval of D adds the test patients' variance (delta method) and the between-run "
+    "variance (the spread of the per-fold measures, F - 1 degrees of freedom); with few folds "
+    "the latter is itself uncertain, and with one fold it cannot be estimated at all, so the "
+    "interval is then too narrow by the unknown training variance.",
+    "D is an average over the counted levels and the runs: a model that latches on the shortcut "
+    "in some fine-tuning runs and not in others can pass on average.",
+)
 
 
 def _seconds(results: Mapping[str, Any]) -> str:
@@ -638,8 +964,9 @@ def reproducibility(
         ),
         ("compute", _seconds(results)),
         ("protocol seed", str(results["protocol"]["seed"])),
-        ("bootstrap seed", thresholds(results)["seed"]),
     ]
+    if not is_reliance(results):  # schema 1's verdict draws no bootstrap resamples
+        rows.append(("bootstrap seed", thresholds(results)["seed"]))
     return {
         "rows": rows,
         "libraries": sorted((prov.get("libraries") or {}).items()),
@@ -688,11 +1015,102 @@ GLOSSARY = (
 )  # fmt: skip
 
 
+_V0_ONLY = {"shortcut gap S", "margin", "bootstrap interval", "Holm adjustment"}
+GLOSSARY_RELIANCE = (
+    ("reliance gap D", "The gated measure: the mean over the counted levels p > 0 of D_p = "
+     "\u03a6(z(C_ref) - z(K_ref)) - \u03a6(z(C_ref) - z(K_user)), z = \u03a6\u207b\u00b9 of the "
+     "clipped AUC. " + RELIANCE_MEANING + " Positive D: the audited model leans on the shortcut "
+     "more; D = 0 whenever the two lift AUCs are equal."),
+    ("lift AUC K", "How far the confounder lifts a negative's score: the AUC of negatives "
+     "carrying the confounder against negatives without it (a pixel confounder: the same "
+     "negatives clean; sex: the negatives of the other value), pairs of different patients only. "
+     "0.5: no lift."),
+    ("clean AUC C", "The AUC on the clean test set, where the confounder tells nothing. D uses "
+     "the reference's C only; the audited model's C is shown, never used."),
+    ("retention", "A model's clean AUC at a level divided by its clean AUC at p = 0: below 1, "
+     "the model lost real signal as the correlation grew."),
+    ("fit check", "Per model and level, the observed o.o.d. AUC against the binormal prediction "
+     "\u03a6(z(C) - z(K)), with the test-patient SE of the difference; a difference large "
+     "against its SE says D's reading as o.o.d. AUC points is off there."),
+    ("V_test / V_runs", "The two parts of D's variance: V_test from the test patients (delta "
+     "method on DeLong structural components, every run paired on the same patients), V_runs "
+     "from the spread of the per-fold measures (their variance over F folds, divided by F). "
+     "SE\u00b2 = V_test + V_runs."),
+    ("generalized pivot interval", "D \u00b1 the quantile of Z \u221a(V_test + V_runs (F - 1) / W), "
+     "W ~ \u03c7\u00b2 with F - 1 degrees of freedom: a t-like interval that is t_{F-1} when the "
+     "runs' variance dominates and normal when the test patients' does. Satterthwaite's effective "
+     "df is reported beside it."),
+    ("margin", "The largest reliance gap D tolerated, declared before the runs."),
+    ("Holm adjustment", "A step-down correction of the fail side's p-values across the gated "
+     "confounders, keeping the family-wise error rate at alpha / 2; the pass side needs none, "
+     "since a pass needs every confounder's interval below the margin (intersection-union)."),
+    ("o.o.d. AUC gap S", "Descriptive, not gated: the reference's minus the audited model's "
+     "o.o.d. AUC, averaged over runs and the counted levels. It mixes accuracy with shortcut "
+     "reliance (a merely less accurate model shows S > 0); it was the gate of schema-0 reports."),
+    ("clean gap", "Descriptive: the reference's minus the audited model's clean AUC, the same "
+     "way as S."),
+    ("not gated", "Shown but left out of the overall verdict, because the design cannot measure "
+     "it (the study's sex lists hold no male negatives, so no lift AUC)."),
+)  # fmt: skip
+
+
+CLEAN_SET_RELIANCE = (
+    "No confounder signal at all: for a pixel confounder the test cases without the artifact; "
+    "for a sampling one outside the study's lists, the cases of both classes with the value "
+    "training pairs with negatives. The study's sex lists have none."
+)
+
+
+def glossary(results: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    if not is_reliance(results):
+        return GLOSSARY
+    out: list[tuple[str, str]] = []
+    for term, definition in GLOSSARY:
+        if term == "clean test set":
+            out.append((term, CLEAN_SET_RELIANCE))
+            out.extend(GLOSSARY_RELIANCE)
+        elif term not in _V0_ONLY:
+            out.append((term, definition))
+    return tuple(out)
+
+
+def power_summary(results: Mapping[str, Any], rows: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What page 1 says about the planned resolution besides each row's half-width and
+    detectable gap: the between-run SD it assumed (the record's ``run_sd``; else read from the
+    assumptions it states), and whether even a model with no shortcut reliance could not be
+    expected to pass. None without a power record."""
+    power = results.get("power")
+    if not isinstance(power, Mapping) or not power:
+        return None
+    planned = [row["power"] for row in rows.values() if row.get("power") and row["power"]["gated"]]
+    sds = {fmt_value(p["run_sd"]) for p in planned if as_number(p["run_sd"]) is not None}
+    if not sds:
+        sds = {
+            m.group(1)
+            for p in planned
+            if p["assumptions"] != NOT_RECORDED
+            for m in [_RUN_SD.search(p["assumptions"])]
+            if m
+        }
+    cannot = [
+        name
+        for name, row in rows.items()
+        if (row.get("power") or {}).get("perfect_can_pass") is False and row["power"]["gated"]
+    ]
+    if sds:
+        run_sd = f"assumed between-run SD of the measure {' / '.join(sorted(sds))}"
+    else:
+        stated = "; ".join(dict.fromkeys(p["assumptions"] for p in planned if p["sized"]))
+        run_sd = f"assumptions: {stated}" if stated else "assumptions not recorded"
+    return {"run_sd": run_sd, "cannot_pass": cannot}
+
+
 def report_context(
     results: Mapping[str, Any], *, results_sha256: str, rendered_utc: str
 ) -> dict[str, Any]:
     """Everything the templates show, derived from ``results`` only."""
     rows = verdict_rows(results)
+    reliance = is_reliance(results)
     d = results["data"]
     user, reference = _model_by_role(results, "user"), _model_by_role(results, "reference")
     t = thresholds(results)
@@ -713,11 +1131,15 @@ def report_context(
         ),
         (
             "declared in advance",
-            f"margin {t['margin']}, alpha {t['alpha']}, counted levels {t['counted_levels']}, "
-            f"{t['n_resamples']} bootstrap resamples",
+            f"margin {t['margin']} on the reliance gap D, alpha {t['alpha']}, counted levels "
+            f"{t['counted_levels']}, AUC clip {t['clip']}"
+            if reliance
+            else f"margin {t['margin']}, alpha {t['alpha']}, counted levels "
+            f"{t['counted_levels']}, {t['n_resamples']} bootstrap resamples",
         ),
-        ("audit date (UTC)", results["created_utc"]),
     ]
+    if not reliance:  # schema 1's page 1 gives the date in its subtitle only, to keep one page
+        facts.append(("audit date (UTC)", results["created_utc"]))
     return {
         "r": results,
         "audit_id": results["audit_id"],
@@ -737,7 +1159,12 @@ def report_context(
         "sections": confounder_sections(results, rows),
         "limitations": limitations(results),
         "repro": reproducibility(results, results_sha256, rendered_utc),
-        "glossary": GLOSSARY,
+        "glossary": glossary(results),
+        "reliance": reliance,
+        "power": power_summary(results, rows) if reliance else None,
+        "shared_notes": shared_notes(rows) if reliance else [],
+        "verdict_method": (results.get("verdict") or {}).get("method") or NOT_RECORDED,
+        "shortcut_gap_note": (results.get("verdict") or {}).get("shortcut_gap_note") or "",
         "not_recorded": NOT_RECORDED,
         "role_colours": ROLE_COLOURS,
         "role_labels": ROLE_LABELS,

@@ -49,6 +49,27 @@ def fmt_range(low: Any, high: Any) -> str:
     return fmt_interval(low, high, signed=False)
 
 
+def fmt_small(value: Any) -> str:
+    """A variance or other small positive quantity: three significant digits, never 0.000."""
+    number = as_number(value)
+    return "n/a" if number is None else f"{number:.3g}"
+
+
+def fmt_half_width(value: Any) -> str:
+    """The half-width of an interval, as the reports write a +- spread."""
+    number = as_number(value)
+    return "n/a" if number is None else f"\u00b1{number:.3f}"
+
+
+def fmt_df(value: Any, *, no_runs_variance: bool = False) -> str:
+    """Effective degrees of freedom; results.json stores an infinite df as null, which the caller
+    marks when there was no between-run variance to estimate."""
+    number = as_number(value)
+    if number is None:
+        return "\u221e (no between-run variance)" if no_runs_variance else "n/a"
+    return f"{number:.3g}"
+
+
 def fmt_breaking_point(value: Any) -> str:
     number = as_number(value)
     return "not reached" if number is None else f"p = {number:g}"

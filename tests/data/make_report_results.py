@@ -3,9 +3,15 @@
     medaudit demo --quick --out /tmp/q --cache-dir /tmp/q-cache
     python tests/data/make_report_results.py /tmp/q/results.json
 
-It takes a real quick-demo results.json and adds every optional field the report shows (example
-images, provenance, descriptive statistics, budget, trust flags), so the tests exercise both the
-filled and the "not recorded" paths. The statistics are made-up values for the tests only.
+It takes a real quick-demo results.json (schema 1: the reliance gap D gates) and adds every
+optional field the report shows (example images, provenance, descriptive statistics, budget,
+trust flags; the planned resolution in "power" where the demo did not record one), so the tests
+exercise both the filled and the "not recorded" paths. It also records the audit as run with
+--inconclusive-exit 0, so the "inconclusive counted as pass" path is covered. The statistics are
+made-up values for the tests only.
+
+tests/data/report_results_v0.json is the schema-0 fixture (the o.o.d. AUC gap S gated), kept as
+it was written by medaudit before schema 1; it is not rebuilt.
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ import json
 import sys
 from pathlib import Path
 
-from audit.confounders import get_confounder
+from audit.analysis import reliance
 from audit.confounders.examples import example_images
 from audit.data.synthetic import PhantomSettings, make_phantom_cohort
+from audit.resolve.confounders import resolve_confounders
 from audit.schema import validate_results
 
 HERE = Path(__file__).parent
@@ -24,15 +31,16 @@ HERE = Path(__file__).parent
 
 def augment(results: dict) -> dict:
     results = dict(results)
-    confs = {
-        c["name"]: (get_confounder(c["name"]), c["params"])
-        for c in results["protocol"]["confounders"]
-    }
-    cohort = make_phantom_cohort(
-        PhantomSettings(n_patients=6, image_size=results["data"]["image_size"], seed=0)
-    )
     results["budget"] = "quick"
-    results["examples"] = example_images(cohort, confs, seed=results["protocol"]["seed"])
+    if not results.get("examples"):  # the demo records its own; older ones did not
+        confs = resolve_confounders(
+            [c["name"] for c in results["protocol"]["confounders"]], {},
+            results["data"]["modality"], seed=0, work_size=results["data"]["image_size"],
+        )  # fmt: skip
+        cohort = make_phantom_cohort(
+            PhantomSettings(n_patients=6, image_size=results["data"]["image_size"], seed=0)
+        )
+        results["examples"] = example_images(cohort, confs, seed=results["protocol"]["seed"])
     results["provenance"] = {
         "python": "3.11.7 (CPython)",
         "libraries": {
@@ -65,7 +73,39 @@ def augment(results: dict) -> dict:
         {**m, "trust_flags": {"trust_code": False, "trust_pickle": False}}
         for m in results["models"]
     ]
+    if not results.get("power"):  # the pipeline records it (audit.analysis.planning)
+        results["power"] = power_record(results)
+    results["gate"] = {
+        **results["gate"],
+        "inconclusive_exit": 0,
+        "inconclusive_counted_as": "pass",
+        "exit_code": 0 if results["gate"]["overall"] in ("pass", "inconclusive") else 1,
+    }
     return results
+
+
+def power_record(results: dict) -> dict:
+    """For a results.json written before the pipeline recorded "power": roughly what
+    `check --dry-run` would have planned for each confounder, at the measured test sets' sizes."""
+    verdict, folds = results["verdict"], results["protocol"]["folds"]
+    record = {}
+    for row in verdict["per_confounder"]:
+        measured = row["reliance"]
+        if not row["gated"] or measured is None:
+            record[row["confounder"]] = {"gated": False, "reason": row["reason"]}
+            continue
+        sizes = {k: measured[k] for k in ("n_positive", "n_negative", "n_patients")}
+        planned = reliance.power_analysis(
+            **sizes,
+            folds=folds,
+            kind=row["kind"],
+            margin=verdict["thresholds"]["margin"],
+            alpha=verdict["thresholds"]["alpha"],
+        )
+        entry = reliance.to_dict(planned)
+        entry.update(sizes, perfect_can_pass=planned.equal_pass_probability >= 0.5)
+        record[row["confounder"]] = entry
+    return record
 
 
 def main(source: str) -> None:
