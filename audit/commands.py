@@ -152,9 +152,7 @@ def _print_summary(results: dict[str, Any], out_dir: Path, report: bool = True) 
 def _interval(record: dict[str, Any] | None, name: str) -> str:
     if not record or record.get("estimate") is None:
         return f"{name} n/a"
-    return (
-        f"{name} = {record['estimate']:+.3f} [{record['ci_low']:+.3f}, {record['ci_high']:+.3f}]"
-    )
+    return f"{name} = {record['estimate']:+.3f} [{record['ci_low']:+.3f}, {record['ci_high']:+.3f}]"
 
 
 def verdict_lines(results: dict[str, Any]) -> list[str]:
@@ -296,9 +294,6 @@ def probe_options(args: argparse.Namespace, *, check: bool) -> ProbeOptions:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from audit.models.loading import load_model, load_reference
-    from audit.pipeline import AuditRequest, run_audit
-
     resolved = resolve_check_args(args)
     settings = resolved.settings
     cache_dir = args.cache_dir or default_cache_dir()
@@ -310,6 +305,26 @@ def run_check(args: argparse.Namespace) -> int:
         _check_cache_outside_out(args.shared_cache, args.out, "--shared-cache")
     if args.dry_run:
         return _dry_run(args, resolved, data)
+    from audit.run.out_folder import claim_out_folder
+
+    with claim_out_folder(args.out, _command_line(args), "audit", _declared(settings)):
+        return _run_check(args, resolved, data, cache_dir)
+
+
+def _declared(settings: Settings) -> dict[str, Any]:
+    """The thresholds declared before the runs, as results.json records them meanwhile."""
+    counted = list(settings.counted_levels) if settings.counted_levels else None
+    return {"margin": settings.margin, "alpha": settings.alpha, "counted_levels": counted}
+
+
+def _run_check(
+    args: argparse.Namespace, resolved: ResolvedCheck, data: DataChoice, cache_dir: Path
+) -> int:
+    """The audit proper, in a claimed --out folder: models, data, probe, runs, outputs."""
+    from audit.models.loading import load_model, load_reference
+    from audit.pipeline import AuditRequest, run_audit
+
+    settings = resolved.settings
     user = load_model(
         args.model, arch=args.arch, trust_code=args.trust_code, trust_pickle=args.trust_pickle
     )
@@ -566,15 +581,18 @@ def run_demo(args: argparse.Namespace) -> int:
         raise UsageError(
             "medaudit demo runs locally; for Ray use: medaudit check --synthetic --executor ray"
         )
-    results = run_demo_audit(
-        args.out,
-        cache_dir,
-        quick=args.quick,
-        device=args.device,
-        deterministic=bool(args.deterministic),
-        command=_command_line(args),
-        seed=args.seed,
-    )
+    from audit.run.out_folder import claim_out_folder
+
+    with claim_out_folder(args.out, _command_line(args), "demo"):
+        results = run_demo_audit(
+            args.out,
+            cache_dir,
+            quick=args.quick,
+            device=args.device,
+            deterministic=bool(args.deterministic),
+            command=_command_line(args),
+            seed=args.seed,
+        )
     _print_summary(results, args.out)
     return 0 if results["status"]["complete"] else int(ExitCode.INTERNAL)
 
@@ -594,6 +612,11 @@ def run_report(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot read {args.results.name} as JSON: {exc}") from None
     if not isinstance(results, dict):
         raise UsageError(f"{args.results.name} is not medaudit results: not a JSON object")
+    if results.get("kind") == "in_progress":
+        raise UsageError(
+            f"{args.results.name} is from a run that has not finished (or was stopped): there is "
+            "no result to report yet; run the same command again to resume it"
+        )
     import jsonschema
 
     from audit.schema import validate_probe_results
@@ -648,16 +671,27 @@ def resolve_probe_args(args: argparse.Namespace) -> ResolvedProbe:
 
 def run_probe(args: argparse.Namespace) -> int:
     """Check every flag, open the model, load the images, probe, write, and map the verdict."""
-    from audit.analysis.verdict import exit_code_for
-    from audit.common.hashing import file_sha256
-    from audit.probe.assemble import ShippedModel, open_probe, probe_cohort
-    from audit.probe.outputs import summary_lines, write_outputs
     from audit.resolve.devices import probe_device
 
     cache_dir = args.cache_dir or default_cache_dir()
     _check_cache_outside_out(cache_dir, args.out)
     resolved = resolve_probe_args(args)  # every value checked before any loading
     device = probe_device(args.device)
+    from audit.run.out_folder import claim_out_folder
+
+    with claim_out_folder(args.out, _command_line(args), "probe"):
+        return _run_probe(args, resolved, device, cache_dir)
+
+
+def _run_probe(
+    args: argparse.Namespace, resolved: ResolvedProbe, device: Any, cache_dir: Path
+) -> int:
+    """The probe proper, in a claimed --out folder."""
+    from audit.analysis.verdict import exit_code_for
+    from audit.common.hashing import file_sha256
+    from audit.probe.assemble import ShippedModel, open_probe, probe_cohort
+    from audit.probe.outputs import summary_lines, write_outputs
+
     model = ShippedModel(
         args.model, device, arch=args.arch, trust_code=args.trust_code,
         trust_pickle=args.trust_pickle, input_size=args.input_size, channels=args.channels,

@@ -64,7 +64,8 @@ def test_sigkill_mid_audit_then_resume_loses_and_redoes_nothing(checkpoints, tmp
     process.wait()
     before = finished_runs(out)
     assert 2 <= len(before) < 6
-    assert not (out / "results.json").exists()
+    killed = json.loads((out / "results.json").read_text())
+    assert killed["kind"] == "in_progress" and killed["verdict"] is None, "no verdict while killed"
 
     done = subprocess.run(
         audit_command(user, reference, out, cache), capture_output=True, text=True

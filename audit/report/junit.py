@@ -13,15 +13,16 @@ from audit.common.atomic import atomic_write_bytes
 def add_verdict_cases(
     suite: ET.Element, classname: str, rows: Iterable[tuple[str, str, str]]
 ) -> tuple[int, int]:
-    """One test case per (name, verdict, reason): fail is a failure; inconclusive and not-gated
-    are skipped. Returns the (failures, skipped) added, for the suite's counters."""
+    """One test case per (name, verdict, reason): fail is a failure; inconclusive and not gated
+    are skipped (the audit's schema-1 rows spell it "not gated", the probe's "not-gated").
+    Returns the (failures, skipped) added, for the suite's counters."""
     failures = skipped = 0
     for name, verdict, message in rows:
         case = ET.SubElement(suite, "testcase", classname=classname, name=name)
         if verdict == "fail":
             ET.SubElement(case, "failure", message=message)
             failures += 1
-        elif verdict in ("inconclusive", "not-gated"):
+        elif verdict in ("inconclusive", "not-gated", "not gated"):
             prefix = "inconclusive: " if verdict == "inconclusive" else ""
             ET.SubElement(case, "skipped", message=prefix + message)
             skipped += 1
@@ -40,7 +41,7 @@ def junit_tree(results: dict[str, Any]) -> ET.Element:
     failures, skipped = add_verdict_cases(
         suite,
         "medaudit.shortcut",
-        [(r["confounder"], r["verdict"], r.get("reason", "")) for r in rows],
+        [(r["confounder"], r["verdict"], r.get("reason") or "") for r in rows],
     )
     probe = results.get("probe")
     if probe:  # check --probe: the probe's verdicts beside the audit's
@@ -60,4 +61,18 @@ def write_junit(results: dict[str, Any], path: Path) -> Path:
     tree = junit_tree(results)
     ET.indent(tree)
     atomic_write_bytes(path, ET.tostring(tree, encoding="utf-8", xml_declaration=True))
+    return path
+
+
+def write_unfinished_junit(path: Path, what: str = "audit") -> Path:
+    """One errored case while a run is unfinished: a CI job publishing junit.xml shows red until
+    the run's own results replace it (an earlier run's green never stands for this one)."""
+    suite = ET.Element("testsuite", name="medaudit", tests="1", failures="0", errors="1")
+    suite.set("skipped", "0")
+    case = ET.SubElement(suite, "testcase", classname=f"medaudit.{what}", name="finished")
+    ET.SubElement(
+        case, "error", message=f"the {what} has not finished (it is running, or was stopped)"
+    )
+    ET.indent(suite)
+    atomic_write_bytes(path, ET.tostring(suite, encoding="utf-8", xml_declaration=True))
     return path

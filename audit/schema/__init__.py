@@ -29,6 +29,12 @@ def probe_schema() -> dict[str, Any]:
     return json.loads(text)
 
 
+@cache
+def in_progress_schema() -> dict[str, Any]:
+    text = resources.files("audit.schema").joinpath("in_progress.schema.json").read_text("utf-8")
+    return json.loads(text)
+
+
 def validate_probe_results(results: dict[str, Any]) -> None:
     """Raise jsonschema.ValidationError when a probe's results break their contract."""
     import jsonschema
@@ -57,6 +63,10 @@ def write_results(results: dict[str, Any], path: Path) -> Path:
 
     if results.get("kind") == "probe":
         validate_probe_results(results)
+    elif results.get("kind") == "in_progress":
+        import jsonschema
+
+        jsonschema.validate(results, in_progress_schema())
     else:
         validate_results(results)
     atomic_write_bytes(path, results_bytes(results))

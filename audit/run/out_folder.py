@@ -1,0 +1,89 @@
+"""The ``--out`` folder while an audit or probe runs: locked, and marked unfinished.
+
+A CI job that publishes junit.xml must never show an earlier audit's green while a later one
+crashed or was killed. So before any expensive work the folder is locked against a second
+concurrent run, results.json says ``in_progress``, junit.xml holds one errored case, and
+report.pdf is removed; only a finished run replaces them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from audit import __version__
+from audit.errors import UsageError
+
+LOCK_FILE = ".medaudit.lock"
+
+
+def _lock(handle: Any) -> None:
+    """An exclusive, non-blocking lock on the open lock file (released when it is closed)."""
+    if os.name == "nt":  # pragma: no cover - exercised on Windows only
+        import msvcrt
+
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        return
+    import fcntl
+
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def in_progress_record(
+    command: str, what: str, thresholds: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """What results.json says until the run finishes: no verdict, and why."""
+    return {
+        "kind": "in_progress",
+        "tool": {"name": "medaudit", "version": __version__},
+        "what": what,
+        "command": command,
+        "started_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "thresholds": dict(thresholds or {}),
+        "status": {"complete": False, "in_progress": True},
+        "verdict": None,
+    }
+
+
+@contextlib.contextmanager
+def claim_out_folder(
+    out_dir: Path, command: str, what: str = "audit", thresholds: Mapping[str, Any] | None = None
+) -> Iterator[Path]:
+    """Lock ``out_dir`` for this run and mark it unfinished; the lock is released on exit.
+
+    A folder that cannot be created or written is a usage error now, not after the runs."""
+    from audit.report.junit import write_unfinished_junit
+    from audit.schema import write_results
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError("`out` names a file, not a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(out_dir / LOCK_FILE, "a+b")  # noqa: SIM115 - held for the whole run
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write to the `out` folder ({exc.strerror or 'not writable'})"
+        ) from None
+    locked = False
+    try:
+        try:
+            _lock(handle)
+        except OSError:
+            raise UsageError(
+                "another medaudit run is writing to this `out` folder; wait for it to finish or "
+                "choose another folder"
+            ) from None
+        write_results(in_progress_record(command, what, thresholds), out_dir / "results.json")
+        write_unfinished_junit(out_dir / "junit.xml", what)
+        (out_dir / "report.pdf").unlink(missing_ok=True)
+        locked = True
+        yield out_dir
+    finally:
+        if locked:  # the folder is left as the run's outputs alone
+            (out_dir / LOCK_FILE).unlink(missing_ok=True)
+        handle.close()
