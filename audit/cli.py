@@ -178,13 +178,19 @@ def _protocol_options(parser: argparse.ArgumentParser) -> None:
     )
     gate = parser.add_argument_group("verdict thresholds (declare them before the runs)")
     gate.add_argument(
-        "--margin", type=float, default=None, help="shortcut-gap margin (default 0.05)"
+        "--margin",
+        type=float,
+        default=None,
+        help="the largest reliance gap D that can pass, declared before the runs (default 0.05)",
     )
     gate.add_argument(
         "--alpha", type=float, default=None, help="family-wise error rate (default 0.05)"
     )
     gate.add_argument(
-        "--resamples", type=int, default=None, help="bootstrap resamples (default 2000)"
+        "--resamples",
+        type=int,
+        default=None,
+        help="bootstrap resamples of the probe's intervals with --probe (default 2000)",
     )
     gate.add_argument(
         "--inconclusive-exit",

@@ -216,9 +216,7 @@ def _exit_code(results: dict[str, Any], inconclusive_exit: int) -> int:
     """The audit's verdict; with ``--probe`` the worse of the audit's and the probe's."""
     if not results["status"]["complete"] or results.get("verdict") is None:
         return int(ExitCode.INTERNAL)
-    from audit.analysis.verdict import exit_code_for
-
-    return exit_code_for(results["gate"]["overall"], inconclusive_exit)
+    return int(results["gate"]["exit_code"])  # the gate's own: it knows what was gated
 
 
 def _refuse_found_plugins(file_values: dict[str, Any], file_name: str) -> None:

@@ -129,10 +129,10 @@ def _not_gated(
 ) -> dict[str, str]:
     """Confounders shown but not gated by design: a sampling confounder on presampled study lists,
     whose test set has no negatives of the other value (so no lift AUC)."""
-    from audit.analysis.gate import PROTOCOL_SEX_REASON
+    from audit.analysis.planning import presampled_reason
 
     return {
-        name: PROTOCOL_SEX_REASON
+        name: presampled_reason(rc)
         for name, rc in confounders.items()
         if rc.confounder.kind == "sampling" and splits.get(name, settings.levels[0]).presampled
     }
@@ -146,8 +146,8 @@ def _clean_test(rc: ResolvedConfounder, presampled: bool) -> str | None:
     if presampled:
         return None
     return (
-        f"test cases of both classes whose {conf.attribute} is not {conf.attribute_value} "
-        "(the value training pairs with negatives)"
+        f"test cases of both classes without {conf.attribute} = {conf.attribute_value} (the "
+        "value training pairs with positives)"
     )
 
 
@@ -175,15 +175,22 @@ def _power(request: AuditRequest, splits: SplitTable) -> dict[str, Any]:
 
 
 def _gate(
-    audit_overall: str, probe: Mapping[str, Any] | None, inconclusive_exit: int
+    audit_overall: str,
+    probe: Mapping[str, Any] | None,
+    inconclusive_exit: int,
+    anything_gated: bool = True,
 ) -> dict[str, Any]:
     """What the exit code and a CI gate follow: the audit's verdict, or with ``check --probe``
-    the worse of the audit's and the probe's; and what an inconclusive verdict counts as."""
+    the worse of the audit's and the probe's; and what an inconclusive verdict counts as. An
+    audit that gated nothing is inconclusive whatever ``inconclusive_exit`` says: no test is no
+    pass."""
     from audit.analysis.verdict import exit_code_for, overall_verdict
 
     probe_overall = probe["verdict"]["overall"] if probe else None
     verdicts = [audit_overall] + ([probe_overall] if probe_overall else [])
     overall = overall_verdict(verdicts)
+    if not anything_gated:
+        inconclusive_exit = 3
     counted_as = {0: "pass", 1: "fail"}.get(inconclusive_exit)
     return {
         "overall": overall,
@@ -317,7 +324,10 @@ def build_results(
     if request.probe is not None:
         results["probe"] = dict(request.probe)
     if verdict is not None:
-        results["gate"] = _gate(verdict["overall"], request.probe, request.inconclusive_exit)
+        gated = any(row["gated"] for row in verdict["per_confounder"])
+        results["gate"] = _gate(
+            verdict["overall"], request.probe, request.inconclusive_exit, anything_gated=gated
+        )
     if complete and "reference" in roles:
         results["statistics"] = {
             name: descriptive_statistics(folds, name, settings.levels) for name in confounders

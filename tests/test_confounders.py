@@ -72,7 +72,7 @@ def test_unknown_confounder_error_lists_the_known_names():
 
 def test_sex_is_a_sampling_confounder_without_a_clean_test():
     sex = get_confounder("sex")
-    assert (sex.attribute, sex.attribute_value, sex.has_clean_test) == ("sex", "F", False)
+    assert (sex.attribute, sex.attribute_value) == ("sex", "F")
     assert sex.apply is None and sex.baseline is None
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from audit.analysis import reliance
-from audit.analysis.gate import NOT_GATED, PROTOCOL_SEX_REASON, gate_record
+from audit.analysis.gate import NOT_GATED, gate_record
+from audit.analysis.planning import PRESAMPLED_REASON
 from audit.data.synthetic import PhantomSettings, make_phantom_cohort
 from audit.errors import UsageError
 from audit.plan.grid import attribute_masks, cell_sets
@@ -136,14 +137,12 @@ def test_a_confounder_that_cannot_be_measured_is_inconclusive_never_left_out() -
 def test_not_gated_confounders_are_shown_and_leave_the_overall_to_the_others() -> None:
     results = _pixel_results(user_lift=0.5, ref_lift=0.5)
     sex = [RunResult(**{**r.__dict__, "confounder": "sex", "key": "s" + r.key}) for r in results]
-    record = _record(
-        results + sex, {"tag": "pixel", "sex": "sampling"}, {"sex": PROTOCOL_SEX_REASON}
-    )
+    record = _record(results + sex, {"tag": "pixel", "sex": "sampling"}, {"sex": PRESAMPLED_REASON})
     rows = {r["confounder"]: r for r in record["per_confounder"]}
     assert rows["sex"]["verdict"] == NOT_GATED and rows["sex"]["gated"] is False
     assert rows["sex"]["reliance"] is None and rows["sex"]["shortcut_gap"] is not None
     assert record["overall"] == rows["tag"]["verdict"] == "pass"
-    only_sex = _record(sex, {"sex": "sampling"}, {"sex": PROTOCOL_SEX_REASON})
+    only_sex = _record(sex, {"sex": "sampling"}, {"sex": PRESAMPLED_REASON})
     assert only_sex["overall"] == "inconclusive", "nothing gated: never a pass"
 
 
@@ -205,3 +204,12 @@ def test_the_console_says_when_inconclusive_is_counted_as_pass() -> None:
     assert "smallest reliance gap this audit could detect is about 0.18" in lines[-1]
     results["gate"] = {"inconclusive_exit": 3, "inconclusive_counted_as": None}
     assert not any("counted as" in line for line in verdict_lines(results))
+
+
+def test_an_audit_that_gated_nothing_never_exits_0_even_counted_as_pass() -> None:
+    from audit.pipeline import _gate
+
+    lenient = _gate("inconclusive", None, 0)
+    assert (lenient["exit_code"], lenient["inconclusive_counted_as"]) == (0, "pass")
+    nothing = _gate("inconclusive", None, 0, anything_gated=False)
+    assert (nothing["exit_code"], nothing["inconclusive_counted_as"]) == (3, None)

@@ -104,7 +104,7 @@ def test_presampled_sex_is_not_gated_and_gets_no_power() -> None:
     assert records["tag"]["half_width"] > 0
     assert set(records["sex"]) == set(records["tag"])
     lines = planning.power_lines(records)
-    assert f"power:     sex: not gated: {planning.PRESAMPLED_REASON}" in lines
+    assert f"power:     sex: {planning.PRESAMPLED_REASON}" in lines
 
 
 def test_protocol_counts_agree_exactly_with_the_cohort() -> None:
@@ -447,5 +447,22 @@ def test_dry_run_on_the_study_preset_prints_the_expected_half_width_and_detectab
     assert tag["detectable_gap"] == pytest.approx(expected.detectable_gap)
     assert f"tag: expected 95% interval half-width {expected.half_width:.3f}" in out
     assert f"smallest detectable gap {expected.detectable_gap:.2f}" in out
-    assert power["sex"]["gated"] is False and "sex: not gated" in out
+    assert power["sex"]["gated"] is False and "sex is shown but not gated" in out
     assert "could not pass" not in out, "the study's test set lets a model without reliance pass"
+
+
+def test_a_single_fold_is_planned_as_never_passing() -> None:
+    records = planning.plan_power(
+        {"tag": planning.PlannedTestSet("tag", "pixel", 400, 600, 1000, None)}, folds=1, repeats=3
+    )
+    tag = records["tag"]
+    assert tag["perfect_can_pass"] is False and tag["equal_pass_probability"] == 0.0
+    warning = [line for line in planning.power_lines(records) if line.startswith("warning:")]
+    assert warning and "single fold" in warning[0] and "at least 2 folds" in warning[0]
+
+
+def test_a_margin_beyond_the_profile_is_a_reason_not_a_crash() -> None:
+    records = planning.plan_power({"tag": STUDY_SIZE}, folds=5, margin=0.6)
+    assert records["tag"]["half_width"] is None
+    assert records["tag"]["reason"].startswith("no power estimate: a gap of 0.6 is beyond")
+    assert planning.plan_power({"tag": STUDY_SIZE}, folds=5, margin=0.5)["tag"]["half_width"] > 0

@@ -409,9 +409,22 @@ def test_inconclusive_reason_names_the_dominant_variance_and_what_would_settle_i
     assert "sits on the margin" in on_margin.per_confounder[0].reason
 
 
-def test_zero_variance_decides_by_the_estimate_alone() -> None:
-    assert reliance.decide_from_estimates({"a": _estimate(0.0, 0.0, 0.0)}).overall == "pass"
+def test_zero_variance_never_passes_but_may_fail() -> None:
+    """An interval of zero width (every lift AUC clipped, a saturated measure) is no evidence that
+    two models rely alike: never a pass. Far above the margin it still fails (the safe side)."""
+    saturated = reliance.decide_from_estimates({"a": _estimate(0.0, 0.0, 0.0)})
+    assert saturated.overall == "inconclusive"
+    assert "zero width" in saturated.per_confounder[0].reason
     assert reliance.decide_from_estimates({"a": _estimate(0.1, 0.0, 0.0)}).overall == "fail"
+
+
+def test_unmeasured_confounders_count_in_holms_fail_family() -> None:
+    borderline = {"a": _estimate(0.09, 2e-4, 0.0)}  # one-sided p_fail about 0.0023
+    alone = reliance.decide_from_estimates(borderline)
+    p_fail = alone.per_confounder[0].p_fail
+    assert alone.per_confounder[0].p_fail_adjusted == pytest.approx(p_fail)
+    among = reliance.decide_from_estimates(borderline, unmeasured=2)
+    assert among.per_confounder[0].p_fail_adjusted == pytest.approx(min(1.0, 3 * p_fail))
 
 
 def test_overall_verdict() -> None:

@@ -21,7 +21,6 @@ import pytest
 from pypdf import PdfReader
 from pypdf.generic import IndirectObject
 
-from audit.analysis.gate import PROTOCOL_SEX_REASON
 from audit.analysis.planning import PRESAMPLED_REASON
 from audit.report.formatting import NOT_RECORDED
 from audit.report.pdfa import render_time, sha256_hex
@@ -172,7 +171,7 @@ def _not_gated_sex(results: dict) -> dict:
     out = copy.deepcopy(results)
     row = next(r for r in out["verdict"]["per_confounder"] if r["confounder"] == "sex")
     row.update(
-        gated=False, verdict="not gated", reason=PROTOCOL_SEX_REASON, reliance=None,
+        gated=False, verdict="not gated", reason=PRESAMPLED_REASON, reliance=None,
         p_fail=None, p_pass=None, p_fail_adjusted=None, clean_gap=None,
     )  # fmt: skip
     conf = next(c for c in out["protocol"]["confounders"] if c["name"] == "sex")
@@ -288,7 +287,7 @@ def test_a_not_gated_confounder_shows_its_reason_on_page_one_and_four_fit_one_pa
     assert len(pages) == 1, "page 1 holds four confounders, their reasons and the notes"
     page = pages[0]
     assert "sex patient NOT GATED not gated" in page
-    assert _flat(PROTOCOL_SEX_REASON) in page
+    assert _flat(PRESAMPLED_REASON) in page
     assert "Not gated: sex" in page and "comes from the gated confounders only" in page
     assert "Inconclusive counted as pass" in page
     for name in ("tag", "denoise", "noise"):
@@ -303,7 +302,7 @@ def test_a_not_gated_confounder_is_shown_in_its_section_without_a_measure() -> N
     assert results["verdict"]["overall"] == tag["verdict"], "the gated confounders' verdict only"
     text = _text(render_html(results, rendered_utc="2024-01-01T00:00:00Z"))
     section = text[text.index("Results: sex") : text.index("Limitations")]
-    assert f"Verdict not gated: {PROTOCOL_SEX_REASON}" in section
+    assert f"Verdict not gated: {PRESAMPLED_REASON}" in section
     assert "Clean test set: none." in section
     assert "clean AUC gap (descriptive) not computed" in section
     s = next(r for r in results["verdict"]["per_confounder"] if r["confounder"] == "sex")

@@ -21,11 +21,6 @@ from audit.train.engine import RunResult
 NOT_GATED = "not gated"
 MEASURE = "reliance_gap"
 BREAKING_AUC = 0.5  # an o.o.d. AUC below chance: the shortcut outweighs the real signal
-PROTOCOL_SEX_REASON = (
-    "Shown, not gated: the study's sex test set holds male positives and female negatives only, "
-    "so how far sex lifts a negative (the lift AUC) cannot be measured; audit sex without "
-    "--protocol to gate it."
-)
 S_NOTE = (
     "Descriptive, not gated: the reference's minus the user's o.o.d. AUC, averaged over runs "
     "and counted levels; it mixes accuracy with shortcut reliance."
@@ -56,6 +51,8 @@ def _negatives(result: RunResult, test_set: str) -> tuple[np.ndarray, tuple[str,
 
 def _reliance_run(result: RunResult, kind: str, arrays: _Arrays) -> reliance.RunScores:
     """Clean set, treated negatives (the o.o.d. set's) and controls (the clean set's)."""
+    if "clean" not in result.scores or "ood" not in result.scores:
+        raise ValueError("a run scored no clean or no o.o.d. test set")
     treated, treated_ids = _negatives(result, "ood")
     control, control_ids = _negatives(result, "clean")
     if kind == "pixel" and control_ids != treated_ids:  # same negatives: pair them in order
@@ -161,7 +158,11 @@ def gate_record(
                 f"Inconclusive: the reliance gap could not be computed ({why}), so this "
                 "confounder cannot support a pass."
             )
-    decided = reliance.decide_from_estimates(estimates, settings) if estimates else None
+    decided = (
+        reliance.decide_from_estimates(estimates, settings, unmeasured=len(problems))
+        if estimates
+        else None
+    )
     decisions = {d.confounder: d for d in decided.per_confounder} if decided else {}
     rows = []
     for name, kind in confounders.items():

@@ -37,8 +37,9 @@ from audit.plan.grid import attribute_masks
 from audit.resolve.confounders import ResolvedConfounder
 
 PRESAMPLED_REASON = (
-    "the study's sex test set holds male positives and female negatives only: how far sex lifts "
-    "a negative cannot be measured, so sex is shown but not gated"
+    "The study's sex test set holds male positives and female negatives only, so how far sex "
+    "lifts a negative (the lift AUC K) cannot be measured: sex is shown but not gated; audit it "
+    "without the `protocol` to gate it."
 )
 # The power helper's reference profile (its defaults): what "no reliance at all" is measured against.
 CLEAN_AUC = 0.85
@@ -123,20 +124,22 @@ def planned_test_sets_from_cohort(
             n_patients=len(np.unique(patients[idx[pos | control | treated]])),
             attribute_share=float(treated.sum()) / n_negative if n_negative else None,
             gated=gated,
-            reason="" if gated else _presampled_reason(rc),
+            reason="" if gated else presampled_reason(rc),
             basis="counted on the test split",
         )
     return out
 
 
-def _presampled_reason(rc: ResolvedConfounder) -> str:
+def presampled_reason(rc: ResolvedConfounder) -> str:
+    """Why a sampling confounder on presampled study lists is shown but not gated (one sentence
+    for the verdict, the power record and the report)."""
     conf = rc.confounder
     if conf.attribute == "sex":
         return PRESAMPLED_REASON
     return (
-        f"the study's test set of {rc.name!r} is already the o.o.d. arrangement: how far "
-        f"{conf.attribute} = {conf.attribute_value} lifts a negative cannot be measured, so "
-        f"{rc.name} is shown but not gated"
+        f"The study's test set of {rc.name!r} is already the o.o.d. arrangement, so how far "
+        f"{conf.attribute} = {conf.attribute_value} lifts a negative cannot be measured: it is "
+        "shown but not gated."
     )
 
 
@@ -206,7 +209,7 @@ def _listed_test_set(
         n_patients=int(counts["patients"]),
         attribute_share=1.0 if negatives else None,  # by design: every negative is female
         gated=False,
-        reason=_presampled_reason(rc),
+        reason=presampled_reason(rc),
         basis=f"counted on the study's test list {listed} (male positives, female negatives)",
     )
 
@@ -342,20 +345,25 @@ def plan_power(
             record["perfect_can_pass"] = False
             continue
         kw = _power_kwargs(ts, folds=folds, repeats=repeats, run_sd=run_sd)
-        plan = reliance.power_analysis(margin=margin, alpha=alpha, power=power, **kw)
+        try:
+            plan = reliance.power_analysis(margin=margin, alpha=alpha, power=power, **kw)
+        except ValueError as exc:  # e.g. a margin beyond the profile's largest gap
+            record["reason"] = f"no power estimate: {exc}"
+            continue
         upper = perfect_gap + plan.half_width
+        can_pass = bool(upper < margin) and folds >= 2  # a single fold never passes
         record.update(
             half_width=plan.half_width,
             detectable_gap=None if math.isnan(plan.detectable_gap) else plan.detectable_gap,
             pass_gap=plan.pass_gap,
-            equal_pass_probability=plan.equal_pass_probability,
+            equal_pass_probability=plan.equal_pass_probability if folds >= 2 else 0.0,
             se=plan.se,
             se_test=plan.se_test,
             se_runs=plan.se_runs,
             assumptions=plan.assumptions + (f"; {ts.basis}" if ts.basis else ""),
             perfect_gap=perfect_gap,
             perfect_upper=upper,
-            perfect_can_pass=bool(upper < margin),
+            perfect_can_pass=can_pass,
         )
     return records
 
@@ -411,7 +419,7 @@ def power_lines(records: Mapping[str, Mapping[str, Any]]) -> list[str]:
     gated = [r for r in records.values() if r["gated"] and r["half_width"] is not None]
     for name, r in records.items():
         if not r["gated"]:
-            lines.append(f"{_PREFIX}{name}: not gated: {r['reason']}")
+            lines.append(f"{_PREFIX}{name}: {r['reason']}")
             continue
         size = _size(r)
         if r["half_width"] is None:
@@ -454,6 +462,12 @@ def _size(r: Mapping[str, Any]) -> str:
 
 def _cannot_pass(r: Mapping[str, Any], size: str) -> str:
     """Why even a model with no shortcut reliance could not pass, and what would help."""
+    if r["folds"] < 2:
+        return (
+            f"even a model with no shortcut reliance could not pass this audit ({size}): with a "
+            "single fold the training variance is unknown, so the gate never passes; audit at "
+            "least 2 folds (the study: 5)."
+        )
     return (
         f"even a model with no shortcut reliance could not pass this audit at this test set "
         f"size, folds and repeats ({size}): its expected upper bound {r['perfect_upper']:.3f} "

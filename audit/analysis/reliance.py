@@ -987,7 +987,10 @@ def decide(
 
 
 def decide_from_estimates(
-    estimates: Mapping[str, RelianceEstimate], settings: RelianceSettings | None = None
+    estimates: Mapping[str, RelianceEstimate],
+    settings: RelianceSettings | None = None,
+    *,
+    unmeasured: int = 0,
 ) -> RelianceVerdict:
     """The rule on estimates already made; :func:`decide` is the usual entry point.
 
@@ -995,7 +998,8 @@ def decide_from_estimates(
     (for one confounder: the lower bound exceeds the margin); a wrong fail anywhere is controlled
     family-wise. Pass side: a confounder passes if its upper bound is below the margin, unadjusted,
     because the audit passes only if every confounder does (an intersection-union test is level
-    alpha / 2 without any adjustment).
+    alpha / 2 without any adjustment). ``unmeasured``: gated confounders whose measure could not
+    be computed; they enter the fail family with p = 1, so Holm still counts every test planned.
     """
     settings = settings or RelianceSettings()
     if not estimates:
@@ -1010,15 +1014,15 @@ def decide_from_estimates(
     margin, half = settings.margin, settings.alpha / 2.0
     p_fail = [estimates[n].p_greater(margin) for n in names]
     p_pass = [estimates[n].p_less(margin) for n in names]
-    adjusted = holm(p_fail)
+    adjusted = holm(p_fail + [1.0] * unmeasured)[: len(names)]  # the unmeasured count in Holm
     decisions = []
     for i, name in enumerate(names):
         est = estimates[name]
         if adjusted[i] < half:
             verdict = "fail"
-        elif p_pass[i] < half and est.runs_variance_available:
+        elif p_pass[i] < half and est.runs_variance_available and est.se > 0:
             verdict = "pass"
-        else:  # one fold: the interval misses the training variance, so it never passes
+        else:  # one fold, or an interval of zero width (a saturated measure): never a pass
             verdict = "inconclusive"
         reason = _reason(verdict, est, settings, p_fail[i], p_pass[i], adjusted[i], len(names))
         decisions.append(
@@ -1089,6 +1093,12 @@ def _reason(
         return (
             f"{head} lies above {margin}, but not after Holm adjustment across {n_confounders} "
             f"confounders (adjusted p = {adjusted:.3g} >= alpha / 2 = {settings.alpha / 2:g}).{tail}"
+        )
+    if p_pass < settings.alpha / 2.0 and est.se == 0:  # below the margin, with no uncertainty
+        return (
+            f"{head} lies below {margin}, but its interval has zero width: every counted lift AUC "
+            "clips (both models collapse fully onto the shortcut) or no run varies, so the two "
+            "models' reliance cannot be told apart and it cannot pass; audit lower levels."
         )
     if p_pass < settings.alpha / 2.0:  # below the margin, but with one fold only
         return (

@@ -51,7 +51,6 @@ class Confounder:
     attribute: str | None = None
     attribute_value: str | None = None
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    has_clean_test: bool = True
     check: Callable[[Mapping[str, Any]], None] | None = None
 
     def __post_init__(self) -> None:

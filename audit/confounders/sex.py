@@ -2,7 +2,9 @@
 
 The splits draw a proportion p of the training positives from female patients and the rest of the
 positives, and all negatives, from male patients; the o.o.d. test reverses it (female negatives,
-male positives). Every image shows a patient of some sex, so there is no clean test set.
+male positives). Its clean test set is the male cases of both classes: the reliance gap's lift AUC
+compares female with male negatives there (under the study's lists, which hold no male negatives,
+sex is shown but not gated).
 """
 
 from __future__ import annotations
@@ -20,5 +22,4 @@ SEX = Confounder(
     defaults={},
     attribute="sex",
     attribute_value="F",
-    has_clean_test=False,
 )

@@ -32,7 +32,9 @@ from audit.plan.splits import (
 from audit.resolve.confounders import ResolvedConfounder
 from audit.resolve.settings import INPUT_SCHEMES, Settings, TrainSettings
 
-PROTOCOL_VERSION = "medaudit-protocol-1"
+# 2: sampling confounders score a clean (other-value) test set for the reliance gap, and splits
+# are drawn on key-free patient groups; runs stored under 1 lack what the gate reads.
+PROTOCOL_VERSION = "medaudit-protocol-2"
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Train/val at level p: the artifact on a random fraction p of the positives. Test sets, from one
 fixed patient-disjoint test split: i.i.d. (built like training), o.o.d. (the correlation reversed:
 the artifact on every negative, none on a positive) and clean (no artifact). A sampling confounder
-(sex) makes the correlation by *which* cases are drawn, so it has no clean set.
+(sex) makes the correlation by *which* cases are drawn; its clean set is the test split's cases
+without the attribute value training pairs with positives (:func:`attribute_clean_set`).
 """
 
 from __future__ import annotations

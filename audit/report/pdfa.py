@@ -105,8 +105,10 @@ def own_files_fetcher(root: str):  # noqa: ANN201 - a weasyprint.urls.URLFetcher
                 if mime in ("image/png", "image/svg+xml"):
                     return super().fetch(url, headers)
             elif scheme == "file":
-                path = Path(url2pathname(urlsplit(url).path)).resolve()
-                if path == top or top in path.parents:
+                parts = urlsplit(url)
+                path = Path(url2pathname(parts.path)).resolve()
+                local = parts.netloc in ("", "localhost")  # a host would be looked up
+                if local and (path == top or top in path.parents):
                     return super().fetch(url, headers)
             raise ValueError("the report fetches nothing but medaudit's own files")
 

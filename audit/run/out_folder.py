@@ -18,7 +18,7 @@ from typing import Any
 from audit import __version__
 from audit.errors import UsageError
 
-LOCK_FILE = ".medaudit.lock"
+LOCK_FILE = ".medaudit.lock"  # kept between runs: only its lock, never its existence, counts
 
 
 def _lock(handle: Any) -> None:
@@ -26,11 +26,28 @@ def _lock(handle: Any) -> None:
     if os.name == "nt":  # pragma: no cover - exercised on Windows only
         import msvcrt
 
+        handle.seek(0)
         msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
         return
     import fcntl
 
     fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _unlock(handle: Any) -> None:
+    """Release the lock (closing the file releases it too on POSIX; Windows wants it explicit)."""
+    try:
+        if os.name == "nt":  # pragma: no cover - exercised on Windows only
+            import msvcrt
+
+            handle.seek(0)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    except OSError:  # never locked (a second run refused): nothing to release
+        pass
 
 
 def in_progress_record(
@@ -69,7 +86,6 @@ def claim_out_folder(
         raise UsageError(
             f"cannot write to the `out` folder ({exc.strerror or 'not writable'})"
         ) from None
-    locked = False
     try:
         try:
             _lock(handle)
@@ -81,9 +97,7 @@ def claim_out_folder(
         write_results(in_progress_record(command, what, thresholds), out_dir / "results.json")
         write_unfinished_junit(out_dir / "junit.xml", what)
         (out_dir / "report.pdf").unlink(missing_ok=True)
-        locked = True
         yield out_dir
     finally:
-        if locked:  # the folder is left as the run's outputs alone
-            (out_dir / LOCK_FILE).unlink(missing_ok=True)
-        handle.close()
+        _unlock(handle)
+        handle.close()  # the lock file stays: removing it would let two runs lock two files
