@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from audit import __version__
+from audit.constants import DEFAULT_MAX_IMAGE_PIXELS
 from audit.errors import ExitCode, MedauditError, UsageError
 from audit.resolve.constraints import SettingError
 
@@ -26,7 +27,7 @@ _COMMON_FLAGS = {
     "image_size": "--image-size", "synthetic_patients": "--synthetic-patients",
     "device": "--device", "probe.max_shift": "--max-shift",
     "probe.max_flip_rate": "--max-flip-rate", "probe.max_sex_auc_gap": "--max-sex-auc-gap",
-    "probe.threshold": "--threshold",
+    "probe.threshold": "--threshold", "max_image_pixels": "--max-image-pixels",
 }  # fmt: skip
 SETTING_FLAGS: dict[str, dict[str, str]] = {
     "check": {
@@ -101,6 +102,14 @@ def _common_run_options(parser: argparse.ArgumentParser, default_out: str) -> No
         default=None,
         help="deterministic kernels and cuDNN settings (slower, reproducible)",
     )
+
+
+def _max_image_pixels(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS, metavar="N",
+        help="images declaring more pixels (width x height) are left out before decoding "
+        f"(default {DEFAULT_MAX_IMAGE_PIXELS:,}: 8000 x 8000)",
+    )  # fmt: skip
 
 
 def _protocol_options(parser: argparse.ArgumentParser) -> None:
@@ -272,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="any unreadable file is an error (exit 2), not left out",
     )
+    _max_image_pixels(data)
     data.add_argument(
         "--json", action="store_true", help="with --dry-run: print the summary as one JSON object"
     )
@@ -505,6 +515,7 @@ def _probe_parser(sub: argparse._SubParsersAction) -> None:
     data.add_argument("--finding", default="Atelectasis", help="NIH finding (default Atelectasis)")
     data.add_argument("--views", default="PA", help="NIH views, comma-separated, or 'all'")
     data.add_argument("--strict", action="store_true", help="any unreadable file is an error")
+    _max_image_pixels(data)
     data.add_argument(
         "--subset", default=None,
         help="images to probe: 'all' or a named list of the source (default: the official test "

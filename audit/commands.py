@@ -470,6 +470,7 @@ def data_choice(args: argparse.Namespace, *, image_size: int, seed: int, cache_d
         source=args.source, finding=args.finding, views=_parse_views(args.views),
         protocol=getattr(args, "protocol", None), strict=args.strict,
         synthetic_patients=args.synthetic_patients, seed=seed, progress=sys.stderr.isatty(),
+        max_image_pixels=args.max_image_pixels,
     )  # fmt: skip
 
 

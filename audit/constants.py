@@ -14,3 +14,7 @@ ILLUSTRATIVE_NOTE = "illustrative: synthetic data"
 
 # The word results.json uses for a probe result that is reported but not gated.
 NOT_GATED = "not-gated"
+
+# The largest image (width x height, declared in its header) decoded by default: 8000 x 8000. A
+# small compressed file can declare far more and decode to gigabytes; `max_image_pixels` raises it.
+DEFAULT_MAX_IMAGE_PIXELS = 64_000_000

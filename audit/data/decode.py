@@ -17,8 +17,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile
 
+from audit.constants import DEFAULT_MAX_IMAGE_PIXELS as DEFAULT_MAX_PIXELS
 from audit.data import dicom
-from audit.data.problems import DAMAGED_IMAGE, FILE_NOT_FOUND, NOT_AN_IMAGE, Unreadable
+from audit.data.problems import (
+    DAMAGED_IMAGE,
+    FILE_NOT_FOUND,
+    IMAGE_TOO_LARGE,
+    NOT_AN_IMAGE,
+    Unreadable,
+)
 
 DECODER_VERSION = "medaudit-decode-1"
 """Part of every cache key: change it when the pixels this module makes change."""
@@ -29,12 +36,22 @@ _JPEG = b"\xff\xd8\xff"
 
 @dataclass(frozen=True)
 class DecodeSettings:
-    """Everything that changes the decoded pixels (so all of it is in the cache key)."""
+    """Everything that changes the decoded pixels or which files are kept (all in the cache key).
+
+    ``max_pixels`` bounds an image's declared size, read from its header before any pixel is
+    decoded: a small file can declare 13000 x 13000 pixels and decode to gigabytes."""
 
     image_size: int
     modality: str
     hu_window: tuple[float, float]
     version: str = DECODER_VERSION
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+def check_declared_size(width: int, height: int, max_pixels: int) -> None:
+    """Refuse an image whose declared size exceeds the limit, before it is decoded."""
+    if width * height > max_pixels:
+        raise Unreadable(IMAGE_TOO_LARGE, f"declared {width} x {height}, limit {max_pixels:,}")
 
 
 def sniff(path: Path) -> str | None:
@@ -64,10 +81,11 @@ def decode_file(
         raise Unreadable(NOT_AN_IMAGE)
     if kind == "dicom":
         image, notes = dicom.read_dicom_uint8(
-            path, modality=settings.modality, hu_window=settings.hu_window, frame=frame
-        )
+            path, modality=settings.modality, hu_window=settings.hu_window, frame=frame,
+            max_pixels=settings.max_pixels,
+        )  # fmt: skip
         return resize(image, settings.image_size), notes
-    return _read_raster(path, settings.image_size), ()
+    return _read_raster(path, settings.image_size, settings.max_pixels), ()
 
 
 @contextlib.contextmanager
@@ -82,11 +100,12 @@ def _truncated_images_refused() -> Iterator[None]:
         ImageFile.LOAD_TRUNCATED_IMAGES = before
 
 
-def _read_raster(path: Path, size: int) -> np.ndarray:
+def _read_raster(path: Path, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     try:
         with warnings.catch_warnings(), _truncated_images_refused():
             warnings.simplefilter("ignore")
-            with Image.open(path) as img:
+            with Image.open(path) as img:  # reads the header only
+                check_declared_size(*img.size, max_pixels)
                 if img.format == "JPEG":
                     img.draft("L", (size, size))  # decode at a reduced DCT scale when it can
                 img.load()

@@ -27,9 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from audit.constants import DEFAULT_MAX_IMAGE_PIXELS
 from audit.data.problems import (
     DAMAGED_COMPRESSED,
     FILE_NOT_FOUND,
+    IMAGE_TOO_LARGE,
     NO_DECODER,
     NO_PIXEL_DATA,
     NOT_DICOM,
@@ -158,12 +160,21 @@ def normalise_sex(value: object) -> str | None:
 
 
 def read_dicom_uint8(
-    path: Path, *, modality: str, hu_window: tuple[float, float], frame: int | None = None
+    path: Path,
+    *,
+    modality: str,
+    hu_window: tuple[float, float],
+    frame: int | None = None,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> tuple[np.ndarray, tuple[str, ...]]:
-    """A 2-D uint8 image at the file's own resolution, plus warnings (burned-in annotation)."""
+    """A 2-D uint8 image at the file's own resolution, plus warnings (burned-in annotation).
+
+    The frame's declared size (Rows x Columns) is checked against ``max_pixels`` before its
+    pixels are decoded: compressed pixel data can declare far more than the file holds."""
     ds = read_dataset(path)
     if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise Unreadable(NO_PIXEL_DATA)
+    _check_declared_size(ds, max_pixels)
     with _quiet_pydicom():
         index = _frame_index(ds, frame)
         raw = _decode_frame(ds, index)
@@ -179,6 +190,16 @@ def read_dicom_values(path: Path, frame: int | None = None) -> np.ndarray:
     with _quiet_pydicom():
         index = _frame_index(ds, frame)
         return _modality_lut(_decode_frame(ds, index), ds, index)
+
+
+def _check_declared_size(ds, max_pixels: int) -> None:
+    try:
+        rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    except (TypeError, ValueError):
+        raise Unreadable(UNREADABLE_DICOM, "Rows / Columns not numbers") from None
+    if rows * columns * max(samples, 1) > max_pixels:
+        raise Unreadable(IMAGE_TOO_LARGE, f"declared {columns} x {rows}, limit {max_pixels:,}")
 
 
 def _frame_index(ds, frame: int | None) -> int:

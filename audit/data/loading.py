@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from audit.constants import MODALITIES
+from audit.constants import DEFAULT_MAX_IMAGE_PIXELS, MODALITIES
 from audit.data import cache as store
 from audit.data.cases import Case, Cohort
 from audit.data.decode import DecodeSettings, sniff
@@ -78,6 +78,7 @@ class DataRequest:
     hu_window: tuple[float, float] = DEFAULT_HU_WINDOW
     lidc_rule: LidcLabelRule = field(default_factory=LidcLabelRule)
     workers: int | None = None
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # larger declared images are left out
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
@@ -105,7 +106,9 @@ class DataRequest:
     @property
     def decode_settings(self) -> DecodeSettings:
         window = self.hu_window if self.modality == "ct" else DEFAULT_HU_WINDOW
-        return DecodeSettings(self.image_size, self.modality, window)
+        return DecodeSettings(
+            self.image_size, self.modality, window, max_pixels=self.max_image_pixels
+        )
 
 
 def load_cohort(request: DataRequest, progress: bool = True) -> Cohort:
@@ -136,6 +139,7 @@ def request_for(choice: DataChoice) -> DataRequest:
         choice.path, choice.modality, cache_dir=choice.cache_dir, source=choice.source,
         finding=choice.finding, views=choice.views, protocol=choice.protocol,
         image_size=choice.image_size, strict=choice.strict,
+        max_image_pixels=choice.max_image_pixels,
     )  # fmt: skip
 
 

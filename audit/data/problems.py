@@ -22,6 +22,7 @@ UNREADABLE_DICOM = "unreadable DICOM"
 DECODER_ERROR = "unreadable file (unexpected decoder error)"
 UNREADABLE_XML = "unreadable LIDC reading session (XML)"
 NOT_IN_DATA_ENTRY = "listed by the preset but not in Data_Entry_2017.csv"
+IMAGE_TOO_LARGE = "image larger than the pixel limit (max_image_pixels)"
 
 
 class Unreadable(Exception):

@@ -111,6 +111,7 @@ CONSTRAINTS: tuple[Constraint, ...] = (
     _row("alpha", False, 0.0, 0.5, low_open=True, high_open=True),
     _row("n_resamples", True, 100),
     _row("synthetic_patients", True, 8),
+    _row("max_image_pixels", True, 16 * 16, 2**40),  # an image's declared width x height
     _row("train.epochs", True, 1),
     _row("train.batch_size", True, 1),
     _row("train.lr", False, 0.0, low_open=True),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from audit.constants import MODALITIES
+from audit.constants import DEFAULT_MAX_IMAGE_PIXELS, MODALITIES
 from audit.errors import UsageError
 from audit.resolve.constraints import check_setting
 
@@ -33,11 +33,13 @@ class DataChoice:
     synthetic_patients: int = 100
     seed: int = 0  # the phantoms' seed
     progress: bool = False
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # declared size, checked before decoding
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
             raise UsageError(f"modality {self.modality!r}: use {' or '.join(MODALITIES)}")
         check_setting("image_size", self.image_size)
+        check_setting("max_image_pixels", self.max_image_pixels)
         if self.synthetic:
             check_setting("synthetic_patients", self.synthetic_patients)
         elif self.path is None:

@@ -1,0 +1,140 @@
+"""Decode bombs: an image's declared size is checked before any pixel is decoded, so a small file
+that declares gigabytes of pixels is left out with its reason, in bounded memory."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from audit.constants import DEFAULT_MAX_IMAGE_PIXELS
+from audit.data.decode import DecodeSettings, decode_file
+from audit.data.problems import IMAGE_TOO_LARGE, Unreadable
+
+ONE_GB = 1 << 30
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_bomb(path: Path, side: int = 13000) -> Path:
+    """A 16-bit grey PNG declaring side x side pixels, all zero: a few hundred KB on disk,
+    side * side * 2 bytes (338 MB at 13000) once decoded, and more in any float copy."""
+    row = b"\x00" * (1 + 2 * side)  # filter byte + 16-bit samples
+    packer = zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    header = struct.pack(">IIBBBBB", side, side, 16, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", idat)
+        + _chunk(b"IEND", b"")
+    )
+    return path
+
+
+def dicom_declaring(path: Path, side: int = 16000) -> Path:
+    """A DICOM whose header declares side x side 16-bit pixels over a tiny pixel data element."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = (
+        meta.MediaStorageSOPClassUID,
+        meta.MediaStorageSOPInstanceUID,
+    )
+    ds.Modality, ds.PatientID = "DX", "CANARY4242"
+    ds.Rows = ds.Columns = side
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelData = b"\x00\x00" * 64
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _decode_in_child(path: Path, max_pixels: int) -> dict:
+    """decode_file in a fresh process: its peak RSS is the decode's, not the test runner's."""
+    code = f"""
+import json, resource, sys
+from pathlib import Path
+from audit.data.decode import DecodeSettings, decode_file
+from audit.data.problems import Unreadable
+try:
+    decode_file(Path({str(path)!r}), DecodeSettings(64, "cxr", (-1000.0, 400.0), max_pixels={max_pixels}))
+    outcome = "decoded"
+except Unreadable as exc:
+    outcome = exc.reason
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({{"outcome": outcome, "peak": peak}}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="resource is POSIX-only")
+@pytest.mark.parametrize("make", [png_bomb, dicom_declaring], ids=["png", "dicom"])
+def test_a_decode_bomb_is_refused_in_bounded_memory(make, tmp_path) -> None:
+    bomb = make(tmp_path / "bomb.img")
+    assert bomb.stat().st_size < 2_000_000, "the bomb is small on disk"
+    result = _decode_in_child(bomb, DEFAULT_MAX_IMAGE_PIXELS)
+    assert result["outcome"] == IMAGE_TOO_LARGE
+    assert result["peak"] < ONE_GB, f"peak RSS {result['peak'] / 2**20:.0f} MiB"
+
+
+def test_the_limit_is_a_setting_and_names_the_declared_size(tmp_path) -> None:
+    from PIL import Image
+
+    path = tmp_path / "plain.png"
+    Image.fromarray(np.full((300, 200), 7, dtype=np.uint8)).save(path)
+    settings = DecodeSettings(32, "cxr", (-1000.0, 400.0), max_pixels=50_000)
+    with pytest.raises(Unreadable) as refused:
+        decode_file(path, settings)
+    assert refused.value.reason == IMAGE_TOO_LARGE and "declared 200 x 300" in str(refused.value)
+    image, _ = decode_file(path, DecodeSettings(32, "cxr", (-1000.0, 400.0), max_pixels=60_000))
+    assert image.shape == (32, 32)
+
+
+def test_a_too_large_image_is_left_out_and_counted(tmp_path, capsys) -> None:
+    import csv
+
+    from PIL import Image
+
+    from audit import cli
+    from audit.data.loading import DataRequest, load_cohort
+
+    rows = []
+    rng = np.random.default_rng(0)
+    for n in range(12):
+        side = 400 if n == 0 else 32
+        pixels = rng.integers(0, 255, (side, side), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"i{n}.png")
+        rows.append({"path": f"i{n}.png", "label": n % 2, "patient_id": f"p{n}"})
+    manifest = tmp_path / "m.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "label", "patient_id"])
+        writer.writeheader()
+        writer.writerows(rows)
+    request = DataRequest(
+        manifest, "cxr", cache_dir=tmp_path / "cache", image_size=32, max_image_pixels=100_000
+    )
+    cohort = load_cohort(request, progress=False)
+    assert len(cohort.cases) == 11 and cohort.excluded == {IMAGE_TOO_LARGE: 1}
+    args = ["check", str(tmp_path / "model.pt"), "--modality", "cxr", "--data", str(manifest),
+            "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out"), "--dry-run",
+            "--max-image-pixels", "10"]  # fmt: skip
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "--max-image-pixels 10 is not accepted" in err and "Traceback" not in err
