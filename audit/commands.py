@@ -648,7 +648,8 @@ def resolve_probe_args(args: argparse.Namespace) -> ResolvedProbe:
     from audit.resolve.probe import resolve_probe
 
     for key, value in (("seed", args.seed), ("probe.input_size", args.input_size),
-                       ("synthetic_patients", args.synthetic_patients)):  # fmt: skip
+                       ("synthetic_patients", args.synthetic_patients),
+                       ("max_image_pixels", args.max_image_pixels)):  # fmt: skip
         check_setting(key, value)
     if args.image_size is not None:
         check_setting("image_size", args.image_size)

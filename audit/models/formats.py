@@ -54,20 +54,43 @@ def sniff_format(path: str | Path) -> str:
     return UNKNOWN
 
 
+# torch.save stores its members uncompressed; a compressed member declaring far more than it
+# occupies can only be a decompression bomb (2 GiB of zeros deflate to 2 MB), refused unread.
+_BOMB_MIN_BYTES = 256 << 20
+_BOMB_RATIO = 64
+
+
 def _sniff_zip(path: Path) -> str:
     try:
         with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
+            members = archive.infolist()
     except (zipfile.BadZipFile, OSError) as error:
         raise UsageError(
             f"{path} is truncated or damaged: it starts like a PyTorch zip checkpoint but the "
             f"archive cannot be read ({error}); copy the file again"
         ) from None
+    _refuse_bombs(path, members)
+    names = [m.filename for m in members]
     if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
         return TORCHSCRIPT
     if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
         return TORCH_ZIP
     return UNKNOWN
+
+
+def _refuse_bombs(path: Path, members: list[zipfile.ZipInfo]) -> None:
+    for member in members:
+        declared, stored = member.file_size, max(member.compress_size, 1)
+        if (
+            member.compress_type != zipfile.ZIP_STORED
+            and declared > _BOMB_MIN_BYTES
+            and declared > _BOMB_RATIO * stored
+        ):
+            raise UsageError(
+                f"{path.name} is refused unread: one compressed member declares "
+                f"{declared / 2**30:.1f} GiB in {stored / 2**20:.1f} MiB (torch.save stores "
+                "members uncompressed; this looks like a decompression bomb)"
+            )
 
 
 def _looks_like_safetensors(path: Path, head: bytes, size: int) -> bool:
