@@ -205,7 +205,7 @@ def _protocol_options(parser: argparse.ArgumentParser) -> None:
         "--inconclusive-exit",
         type=exit_status,
         default=3,
-        help="exit code for an inconclusive verdict (default 3; set 1 to fail CI on it)",
+        help="exit code for an inconclusive verdict (default 3; 1 fails CI on it; 0 counts it as pass, and every output says so)",
     )
 
 
