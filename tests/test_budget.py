@@ -9,16 +9,33 @@ from audit.report.context import budget
 from audit.resolve.settings import Settings, TrainSettings
 
 
+STUDY_TRAIN = TrainSettings(batch_size=256, patience=30)  # the study's fine-tuning.py
+
+
 def test_the_study_protocol_departs_from_nothing() -> None:
-    record = budget_record(Settings(), 240, 600.0)
+    study = Settings(image_size=1024, train=STUDY_TRAIN)
+    record = budget_record(study, 240, 600.0)
     assert record == {"tier": "study", "deviations": [], "runs": 240, "fine_tuning_seconds": 600.0}
     assert budget({"budget": record}) == "the study's protocol; 240 runs, 10.0 min of fine-tuning"
+
+
+def test_medaudits_defaults_are_named_where_they_depart_from_the_study() -> None:
+    """The yardstick is the study's code, not medaudit's defaults: batch 64 and patience 5 are
+    departures (the study: 256 and 30), and so is the 256-px cache (the study: 1024 originals)."""
+    assert deviations(Settings()) == [
+        "patience 5 (the study: 30)",
+        "batch 64 (the study: 256)",
+        "image side 256 (the study: 1024)",
+    ]
 
 
 def test_a_reduced_audit_names_each_cut() -> None:
     settings = dataclasses.replace(
         Settings(), folds=2, levels=(0.0, 1.0), confounders=("tag", "sex"),
-        train=TrainSettings(epochs=20, patience=20, input_size=64, max_steps_per_epoch=3),
+        image_size=1024,
+        train=dataclasses.replace(
+            STUDY_TRAIN, epochs=20, patience=20, input_size=64, max_steps_per_epoch=3
+        ),
     )  # fmt: skip
     found = deviations(settings)
     assert found == [
@@ -28,7 +45,7 @@ def test_a_reduced_audit_names_each_cut() -> None:
         "at most 20 epoch(s) (the study: 30)",
         "at most 3 step(s) per epoch (the study: all)",
         "without denoise, noise (the study: tag, denoise, noise, sex)",
-        "patience 20 (the study: 5)",
+        "patience 20 (the study: 30)",
     ]
     record = budget_record(settings, 16, 90.0)
     assert record["tier"] == "reduced"
@@ -46,8 +63,8 @@ def test_an_old_tier_name_and_no_budget_still_render() -> None:
 def test_other_settings_are_named_and_make_the_tier_modified() -> None:
     settings = dataclasses.replace(
         Settings(), folds=10, counted_levels=(0.5, 1.0),
-        confounder_params={"tag": {"font_size": 4}},
-        train=TrainSettings(lr=0.1, augment=False),
+        confounder_params={"tag": {"font_size": 4}}, image_size=1024,
+        train=dataclasses.replace(STUDY_TRAIN, lr=0.1, augment=False),
     )  # fmt: skip
     record = budget_record(settings, 480, 0.0)
     assert record["tier"] == "modified"
