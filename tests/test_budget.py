@@ -8,7 +8,6 @@ from audit.analysis.budget import budget_record, deviations
 from audit.report.context import budget
 from audit.resolve.settings import Settings, TrainSettings
 
-
 STUDY_TRAIN = TrainSettings(batch_size=256, patience=30)  # the study's fine-tuning.py
 
 

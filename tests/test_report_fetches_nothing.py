@@ -107,3 +107,24 @@ def test_report_refuses_a_results_file_with_nan(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert "NaN" in err and "strict JSON" in err and "Traceback" not in err
     assert not (tmp_path / "r.pdf").exists()
+
+
+def test_an_incomplete_audit_never_renders_or_reports_a_verdict() -> None:
+    """A results.json whose status is incomplete but that carries a verdict (crafted, or from a
+    broken writer) shows no verdict: page 1 says incomplete, JUnit has an error and no pass."""
+    import xml.etree.ElementTree as ET
+
+    from audit.report.junit import junit_tree
+    from audit.report.render import render_html
+
+    results = copy.deepcopy(json.loads(FIXTURE.read_text(encoding="utf-8")))
+    assert results["verdict"] is not None
+    results["status"]["complete"] = False
+    results["status"]["runs_failed"] = 1
+    html = render_html(results)
+    assert "No verdict: the audit is incomplete" in html
+    assert "Overall verdict:" not in html
+    suite = junit_tree(results)
+    assert suite.get("errors") == "1" and suite.get("failures") == "0"
+    names = [case.get("name") for case in suite.iter("testcase")]
+    assert names == ["complete"], ET.tostring(suite)

@@ -1109,6 +1109,8 @@ def report_context(
     results: Mapping[str, Any], *, results_sha256: str, rendered_utc: str
 ) -> dict[str, Any]:
     """Everything the templates show, derived from ``results`` only."""
+    if not results["status"]["complete"]:  # an incomplete audit decides nothing, whatever it says
+        results = {**results, "verdict": None, "gate": None}
     rows = verdict_rows(results)
     reliance = is_reliance(results)
     d = results["data"]
