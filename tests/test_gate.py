@@ -213,3 +213,9 @@ def test_an_audit_that_gated_nothing_never_exits_0_even_counted_as_pass() -> Non
     assert (lenient["exit_code"], lenient["inconclusive_counted_as"]) == (0, "pass")
     nothing = _gate("inconclusive", None, 0, anything_gated=False)
     assert (nothing["exit_code"], nothing["inconclusive_counted_as"]) == (3, None)
+
+
+def test_the_verdict_does_not_depend_on_the_order_runs_finished_in() -> None:
+    results = _pixel_results(user_lift=0.9, ref_lift=0.6, seed=4)
+    shuffled = [results[i] for i in np.random.default_rng(1).permutation(len(results))]
+    assert _record(shuffled) == _record(results), "Ray finishes runs in any order"

@@ -85,7 +85,10 @@ def _single_set_run(result: RunResult, test_set: str, arrays: _Arrays) -> relian
 
 
 def _gated_roles(results: Sequence[RunResult]) -> list[RunResult]:
-    return [r for r in results if r.role in reliance.ROLES]
+    """The user's and the reference's runs in a fixed order: executors finish runs in any order,
+    and floating-point sums must not depend on it (Ray and local give the same verdict)."""
+    runs = [r for r in results if r.role in reliance.ROLES]
+    return sorted(runs, key=lambda r: (r.role, r.level, r.fold, r.repeat))
 
 
 def _auc_gap(
