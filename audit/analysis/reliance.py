@@ -660,6 +660,77 @@ def _counted(levels: Sequence[float], settings: RelianceSettings) -> tuple[float
     return tuple(next(w for w in run if math.isclose(v, w)) for v in settings.counted_levels)
 
 
+@dataclass(frozen=True, eq=False)
+class _RunGrid:
+    """Which (role, level) cell and fold each run belongs to, and its weights: 1 / K_f within its
+    fold (``in_fold``) and 1 / (F K_f) in its cell (``weight``), repeats averaged first. Shared by
+    every estimate here, so they all average runs the same way."""
+
+    counted: tuple[float, ...]
+    cells: list[tuple[str, float]]
+    cell_of: np.ndarray
+    fold_of: np.ndarray
+    folds: list[int]
+    in_fold: np.ndarray
+    weight: np.ndarray
+    ref: np.ndarray  # cell index of the reference at each counted level
+    usr: np.ndarray
+
+    @property
+    def n_cells(self) -> int:
+        return len(self.cells)
+
+    def cell_mean(self, values: np.ndarray) -> np.ndarray:
+        return np.bincount(self.cell_of, weights=self.weight * values, minlength=self.n_cells)
+
+    def fold_means(self, values: np.ndarray) -> np.ndarray:
+        """(F, cells): each fold's mean of ``values`` (its repeats averaged); runs of uncounted
+        levels may use other folds and are left out."""
+        n_cells, n_folds = self.n_cells, len(self.folds)
+        slot = np.where(
+            np.isin(self.fold_of, self.folds),
+            np.searchsorted(self.folds, self.fold_of) * n_cells + self.cell_of,
+            n_folds * n_cells,
+        )
+        sums = np.bincount(slot, weights=self.in_fold * values, minlength=n_folds * n_cells + 1)
+        return sums[:-1].reshape(n_folds, n_cells)
+
+
+def _run_grid(runs: Sequence[RunScores], settings: RelianceSettings) -> _RunGrid:
+    """The grid of ``runs``, checked: both roles at every counted level, on the same folds."""
+    counted = _counted([r.level for r in runs], settings)
+    cells = sorted({(r.role, r.level) for r in runs})
+    cell_index = {cell: i for i, cell in enumerate(cells)}
+    cell_of = np.array([cell_index[(r.role, r.level)] for r in runs])
+    for role in ROLES:
+        for level in counted:
+            if (role, level) not in cell_index:
+                raise ValueError(f"no {role} run at the counted level {level}.")
+    folds = sorted({r.fold for r in runs if r.level in counted})
+    for role, level in cells:
+        if level in counted:
+            have = sorted({r.fold for r in runs if (r.role, r.level) == (role, level)})
+            if have != folds:
+                raise ValueError(
+                    f"every counted level needs the same folds for both roles; {role} at level "
+                    f"{level} has folds {have}, others have {folds}."
+                )
+    fold_of = np.array([r.fold for r in runs])
+    repeats: dict[tuple[int, int], int] = {}
+    for c, f in zip(cell_of, fold_of, strict=True):
+        repeats[(c, f)] = repeats.get((c, f), 0) + 1
+    folds_per_cell = np.bincount(np.array([c for c, _ in repeats]), minlength=len(cells)).astype(
+        float
+    )
+    in_fold = np.array([1.0 / repeats[(c, f)] for c, f in zip(cell_of, fold_of, strict=True)])
+    return _RunGrid(
+        counted=counted, cells=cells, cell_of=cell_of, fold_of=fold_of, folds=folds,
+        in_fold=in_fold, weight=in_fold / folds_per_cell[cell_of],
+        ref=np.array([cell_index[("reference", v)] for v in counted]),
+        usr=np.array([cell_index[("user", v)] for v in counted]),
+    )  # fmt: skip
+
+
 def estimate_reliance(
     confounder: ConfounderRuns,
     settings: RelianceSettings | None = None,
@@ -678,33 +749,9 @@ def estimate_reliance(
     settings = settings or RelianceSettings()
     runs = confounder.runs
     layout = _Layout.of(runs[0])
-    counted = _counted([r.level for r in runs], settings)
-    cells = sorted({(r.role, r.level) for r in runs})
-    cell_index = {cell: i for i, cell in enumerate(cells)}
-    cell_of = np.array([cell_index[(r.role, r.level)] for r in runs])
-    for role in ROLES:
-        for level in counted:
-            if (role, level) not in cell_index:
-                raise ValueError(f"no {role} run at the counted level {level}.")
-    folds = sorted({r.fold for r in runs if r.level in counted})
-    for role, level in cells:
-        if level in counted:
-            have = sorted({r.fold for r in runs if (r.role, r.level) == (role, level)})
-            if have != folds:
-                raise ValueError(
-                    f"every counted level needs the same folds for both roles; {role} at level "
-                    f"{level} has folds {have}, others have {folds}."
-                )
-
-    # Pooled weights (1 / (F K_f) per run) and, per fold, weights 1 / K_f within the fold.
-    n_cells = len(cells)
-    fold_of = np.array([r.fold for r in runs])
-    repeats = {}
-    for c, f in zip(cell_of, fold_of, strict=True):
-        repeats[(c, f)] = repeats.get((c, f), 0) + 1
-    folds_per_cell = np.bincount(np.array([c for c, _ in repeats]), minlength=n_cells).astype(float)
-    in_fold = np.array([1.0 / repeats[(c, f)] for c, f in zip(cell_of, fold_of, strict=True)])
-    weight = in_fold / folds_per_cell[cell_of]
+    grid = _run_grid(runs, settings)
+    counted, cells, cell_of, weight = grid.counted, grid.cells, grid.cell_of, grid.weight
+    n_cells, ref, usr = grid.n_cells, grid.ref, grid.usr
 
     clean = np.stack([r.clean_scores for r in runs])
     pos, neg = clean[:, layout.pos], clean[:, layout.neg]
@@ -714,12 +761,7 @@ def estimate_reliance(
     comp_c = _auc_components(*_cross_counts(pos, neg), m, n)
     comp_k = _lift_components(layout, treated, control)
 
-    def cell_mean(values: np.ndarray) -> np.ndarray:
-        return np.bincount(cell_of, weights=weight * values, minlength=n_cells)
-
-    mean_c, mean_k = cell_mean(comp_c.auc), cell_mean(comp_k.auc)
-    ref = np.array([cell_index[("reference", v)] for v in counted])
-    usr = np.array([cell_index[("user", v)] for v in counted])
+    mean_c, mean_k = grid.cell_mean(comp_c.auc), grid.cell_mean(comp_k.auc)
     gap, d_clean, d_ref, d_user = _gap_parts(mean_c[ref], mean_k[ref], mean_k[usr], settings.clip)
     estimate = float(gap.mean())
     n_levels = len(counted)
@@ -742,20 +784,10 @@ def estimate_reliance(
     var_test = float(layout.variance(psi)[0])
 
     # V_runs: the measure of each fold (its repeats averaged), then their variance over F.
-    fold_index = np.searchsorted(folds, fold_of)  # runs of uncounted levels may use other folds
-    counted_run = np.isin(fold_of, folds)
-    slot = np.where(counted_run, fold_index * n_cells + cell_of, len(folds) * n_cells)
-    size = len(folds) * n_cells + 1
-
-    def fold_means(values: np.ndarray) -> np.ndarray:
-        return np.bincount(slot, weights=in_fold * values, minlength=size)[:-1].reshape(
-            len(folds), n_cells
-        )
-
-    f_c, f_k = fold_means(comp_c.auc), fold_means(comp_k.auc)
+    f_c, f_k = grid.fold_means(comp_c.auc), grid.fold_means(comp_k.auc)
     fold_gaps = _gap_parts(f_c[:, ref], f_k[:, ref], f_k[:, usr], settings.clip)[0]
     fold_estimates = [float(v) for v in fold_gaps.mean(axis=1)]
-    n_folds = len(folds)
+    n_folds = len(grid.folds)
     notes = []
     if n_folds >= 2:
         var_runs = float(np.var(fold_estimates, ddof=1)) / n_folds
@@ -848,45 +880,23 @@ def estimate_auc_gap(
     settings = settings or RelianceSettings()
     runs = confounder.runs
     layout = _Layout.of(runs[0])
-    counted = _counted([r.level for r in runs], settings)
-    cells = sorted({(r.role, r.level) for r in runs})
-    index = {cell: i for i, cell in enumerate(cells)}
-    for role in ROLES:
-        for level in counted:
-            if (role, level) not in index:
-                raise ValueError(f"no {role} run at the counted level {level}.")
-    cell_of = np.array([index[(r.role, r.level)] for r in runs])
-    fold_of = np.array([r.fold for r in runs])
-    folds = sorted({r.fold for r in runs if r.level in counted})
-    repeats: dict[tuple[int, int], int] = {}
-    for c, f in zip(cell_of, fold_of, strict=True):
-        repeats[(c, f)] = repeats.get((c, f), 0) + 1
-    n_cells = len(cells)
-    per_cell = np.bincount(np.array([c for c, _ in repeats]), minlength=n_cells).astype(float)
-    in_fold = np.array([1.0 / repeats[(c, f)] for c, f in zip(cell_of, fold_of, strict=True)])
-    weight = in_fold / per_cell[cell_of]
+    grid = _run_grid(runs, settings)
+    counted, ref, usr = grid.counted, grid.ref, grid.usr
     clean = np.stack([r.clean_scores for r in runs])
     pos, neg = clean[:, layout.pos], clean[:, layout.neg]
     comp = _auc_components(*_cross_counts(pos, neg), pos.shape[1], neg.shape[1])
-    mean = np.bincount(cell_of, weights=weight * comp.auc, minlength=n_cells)
-    ref = np.array([index[("reference", v)] for v in counted])
-    usr = np.array([index[("user", v)] for v in counted])
+    mean = grid.cell_mean(comp.auc)
     gap = mean[ref] - mean[usr]
-    grad = np.zeros(n_cells)
+    grad = np.zeros(grid.n_cells)
     grad[ref], grad[usr] = 1.0 / len(counted), -1.0 / len(counted)
-    coef = (weight * grad[cell_of])[None, :]
+    coef = (grid.weight * grad[grid.cell_of])[None, :]
     psi = layout.patient_sums(
         [(layout.code_pos, coef @ comp.first), (layout.code_neg, coef @ comp.second)]
     )
     var_test = float(layout.variance(psi)[0])
-    in_counted = np.isin(fold_of, folds)
-    slot = np.where(
-        in_counted, np.searchsorted(folds, fold_of) * n_cells + cell_of, len(folds) * n_cells
-    )
-    by_fold = np.bincount(slot, weights=in_fold * comp.auc, minlength=len(folds) * n_cells + 1)
-    by_fold = by_fold[:-1].reshape(len(folds), n_cells)
+    by_fold = grid.fold_means(comp.auc)
     fold_estimates = [float(v) for v in (by_fold[:, ref] - by_fold[:, usr]).mean(axis=1)]
-    n_folds = len(folds)
+    n_folds = len(grid.folds)
     var_runs = float(np.var(fold_estimates, ddof=1)) / n_folds if n_folds >= 2 else 0.0
     half = _pivot_quantile(settings.alpha / 2.0, var_test, var_runs, n_folds)
     estimate = float(gap.mean())
