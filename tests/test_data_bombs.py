@@ -42,26 +42,9 @@ def png_bomb(path: Path, side: int = 13000) -> Path:
 
 def dicom_declaring(path: Path, side: int = 16000) -> Path:
     """A DICOM whose header declares side x side 16-bit pixels over a tiny pixel data element."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    from test_data_dicom import gray_dataset
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = (
-        meta.MediaStorageSOPClassUID,
-        meta.MediaStorageSOPInstanceUID,
-    )
-    ds.Modality, ds.PatientID = "DX", "CANARY4242"
-    ds.Rows = ds.Columns = side
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.PixelData = b"\x00\x00" * 64
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return gray_dataset(np.zeros((8, 8)), path, Rows=side, Columns=side, PatientID="CANARY4242")
 
 
 def _decode_in_child(path: Path, max_pixels: int) -> dict:
@@ -111,9 +94,8 @@ def test_the_limit_is_a_setting_and_names_the_declared_size(tmp_path) -> None:
 
 
 def test_a_too_large_image_is_left_out_and_counted(tmp_path, capsys) -> None:
-    import csv
-
     from PIL import Image
+    from test_data_builders import write_manifest
 
     from audit import cli
     from audit.data.loading import DataRequest, load_cohort
@@ -125,11 +107,7 @@ def test_a_too_large_image_is_left_out_and_counted(tmp_path, capsys) -> None:
         pixels = rng.integers(0, 255, (side, side), dtype=np.uint8)
         Image.fromarray(pixels).save(tmp_path / f"i{n}.png")
         rows.append({"path": f"i{n}.png", "label": n % 2, "patient_id": f"p{n}"})
-    manifest = tmp_path / "m.csv"
-    with manifest.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["path", "label", "patient_id"])
-        writer.writeheader()
-        writer.writerows(rows)
+    manifest = write_manifest(tmp_path / "m.csv", rows)
     request = DataRequest(
         manifest, "cxr", cache_dir=tmp_path / "cache", image_size=32, max_image_pixels=100_000
     )

@@ -129,25 +129,18 @@ def test_too_few_patients_is_a_usage_error() -> None:
 
 def test_the_split_is_the_same_under_any_cache_folders_secret_key(tmp_path) -> None:
     """Pseudonyms follow the cache folder's key; the split must follow the data and seed only."""
-    import csv
-
-    from PIL import Image
+    from test_data_builders import write_manifest, write_png
 
     from audit.data.loading import DataRequest, load_cohort
     from audit.plan.splits import split_table
     from audit.resolve.confounders import resolve_confounders
     from audit.resolve.settings import Settings
 
-    rng = np.random.default_rng(0)
     rows = []
     for n in range(60):
-        Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(tmp_path / f"i{n}.png")
+        write_png(tmp_path / f"i{n}.png", seed=n, size=16)
         rows.append({"path": f"i{n}.png", "label": n % 2, "patient_id": f"patient{n // 2}"})
-    manifest = tmp_path / "manifest.csv"
-    with manifest.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["path", "label", "patient_id"])
-        writer.writeheader()
-        writer.writerows(rows)
+    manifest = write_manifest(tmp_path / "manifest.csv", rows)
     settings = Settings(levels=(0.0, 1.0), folds=3, confounders=("tag",))
     confounders = resolve_confounders(("tag",), {}, "cxr", seed=0, work_size=16)
     hashes, keys = [], []
