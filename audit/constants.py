@@ -8,6 +8,7 @@ STUDY_FOLDS = 5  # train/validation folds, one run each
 
 # The imaging modalities medaudit audits: chest X-ray and CT.
 MODALITIES = ("cxr", "ct")
+PROTOCOLS = ("source-matters",)  # presets that reproduce a published experiment exactly
 
 # What every output of an audit of phantom data says about itself.
 ILLUSTRATIVE_NOTE = "illustrative: synthetic data"

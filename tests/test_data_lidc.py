@@ -31,7 +31,9 @@ def lidc(tmp_path_factory) -> tuple[Path, list[Path]]:
 
 
 def request(root: Path, cache: Path, **rule) -> DataRequest:
-    return DataRequest(root, "ct", cache_dir=cache, image_size=32, lidc_rule=LidcLabelRule(**rule))
+    return DataRequest(
+        root, "ct", cache_dir=cache, image_size=32, source_options=LidcLabelRule(**rule)
+    )
 
 
 def test_dry_run_detects_lidc_and_counts_slices(lidc, tmp_path) -> None:

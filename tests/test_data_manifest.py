@@ -8,8 +8,8 @@ import numpy as np
 from PIL import Image
 from test_data_builders import Identity, ct_dataset, save_dataset, write_manifest, write_png
 
-from audit.data.detect import detect_source
 from audit.data.loading import DataRequest, describe_dry_run, load_cohort
+from audit.data.registry import detect_source
 
 
 def mixed_set(folder: Path) -> Path:
@@ -44,8 +44,8 @@ def mixed_set(folder: Path) -> Path:
 
 def test_a_manifest_csv_is_detected_as_file_or_folder(tmp_path) -> None:
     manifest = mixed_set(tmp_path)
-    assert detect_source(manifest).source == "manifest"
-    assert detect_source(tmp_path).evidence == "manifest.csv"
+    assert detect_source(manifest)[0].name == "manifest"
+    assert detect_source(tmp_path)[1] == "manifest.csv"
 
 
 def test_png_jpeg_16_bit_and_dicom_are_read(tmp_path) -> None:

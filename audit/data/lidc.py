@@ -21,10 +21,13 @@ file listing (names, sizes, times), so an unchanged tree is never rescanned.
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +35,7 @@ from audit.data.decode import sniff
 from audit.data.dicom import read_header
 from audit.data.items import PlannedImage, PlannedProblem, SourcePlan
 from audit.data.problems import UNREADABLE_XML, Unreadable
+from audit.data.source import DataRequest, DataSource, file_stat
 from audit.errors import UsageError
 
 SOURCE = "lidc-idri"
@@ -283,3 +287,52 @@ def _nodule_free(zs: np.ndarray, annotated: set[int], annotated_z: list[float], 
     count = min(rule.negatives_per_scan, len(candidates))
     picks = np.unique(np.rint(np.linspace(0, len(candidates) - 1, count)).astype(int))
     return [candidates[i] for i in picks]
+
+
+_XML_SCAN_LIMIT = 20_000  # files looked at before detection gives up on a large foreign tree
+
+
+def has_lidc_xml(root: Path) -> bool:
+    """Whether the tree holds an LIDC reading session (an XML whose root is LidcReadMessage)."""
+    seen = 0
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            seen += 1
+            if name.lower().endswith(".xml") and is_lidc_xml(Path(folder) / name):
+                return True
+            if seen > _XML_SCAN_LIMIT:
+                return False
+    return False
+
+
+class LidcSource(DataSource):
+    """LIDC-IDRI CT series with their XML reading sessions, read as labelled axial slices.
+
+    ``source_options`` may carry a :class:`LidcLabelRule` (None: the default rule)."""
+
+    name = SOURCE
+    title = "LIDC-IDRI"
+    modalities = ("ct",)
+    looked_for = "LIDC XML reading sessions (LIDC-IDRI)"
+    detect_order = 30
+
+    def detect(self, path: Path) -> str | None:
+        return "LIDC XML reading sessions" if path.is_dir() and has_lidc_xml(path) else None
+
+    def plan(self, request: DataRequest) -> SourcePlan:
+        return plan_lidc(request.path, self.rule(request))
+
+    def fingerprint(self, request: DataRequest, plan: Callable[[], SourcePlan]) -> Any:
+        """The tree's listing (planning parses every XML and header: too slow for a key)."""
+        root = request.path
+        listing = [(p.relative_to(root).as_posix(), *file_stat(p)) for p in tree_files(root)]
+        return {"files": listing, "rule": self.rule(request)}
+
+    @staticmethod
+    def rule(request: DataRequest) -> LidcLabelRule:
+        options = request.source_options
+        if options is None:
+            return LidcLabelRule()
+        if not isinstance(options, LidcLabelRule):
+            raise UsageError("LIDC-IDRI takes a LidcLabelRule as its source options")
+        return options

@@ -13,102 +13,39 @@ pseudonyms, positions and counts.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections import Counter
-from dataclasses import KW_ONLY, dataclass, field
-from functools import cached_property
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from audit.constants import DEFAULT_MAX_IMAGE_PIXELS, MODALITIES
 from audit.data import cache as store
+from audit.data import registry
 from audit.data.cases import Case, Cohort
-from audit.data.decode import DecodeSettings, sniff
-from audit.data.detect import Detection, resolve_source
+from audit.data.decode import sniff
 from audit.data.items import PlannedImage, PlannedProblem, SourcePlan
-from audit.data.lidc import LidcLabelRule, plan_lidc, tree_files
-from audit.data.manifest import plan_manifest
-from audit.data.nih import plan_nih
 from audit.data.problems import NOT_AN_IMAGE, Quarantined, Unreadable
 from audit.data.pseudonyms import Pseudonymizer, load_or_create_key
+from audit.data.source import DEFAULT_HU_WINDOW, DataRequest, DataSource
 from audit.data.study_lists import (
-    PROTOCOLS,
-    official_split,
+    ListedSplit,
     preset_overlap,
     preset_split,
+    split_from_lists,
     subset_name,
 )
 from audit.errors import UsageError
-from audit.resolve.constraints import check_setting
 from audit.resolve.data import DataChoice
 
-__all__ = ["DataRequest", "describe_dry_run", "load_cohort", "official_split", "preset_split"]
+__all__ = [
+    "DEFAULT_HU_WINDOW", "DataRequest", "describe_dry_run", "load_cohort", "official_split",
+    "preset_split",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HU_WINDOW = (-1000.0, 400.0)
-"""CT lung window: -1000 HU (air) -> 0, +400 HU (dense bone edge) -> 255; as the phantom CT."""
 _SHOWN_QUARANTINED = 50
-
-
-@dataclass(frozen=True)
-class DataRequest:
-    """What to load and how to preprocess it; every field that changes pixels is in the cache key.
-
-    ``path`` and ``cache_dir`` stay out of ``repr`` (folder names can carry identifiers).
-    ``source`` None detects the layout. ``finding`` and ``views`` select NIH images (``views``
-    empty keeps every view); a manifest lists its own images and labels. ``protocol``
-    "source-matters" uses the study's image lists (NIH only). ``hu_window`` maps CT HU to grey
-    (CT only). ``workers`` None decodes on every available core (up to 8).
-    """
-
-    path: Path = field(repr=False)
-    modality: str
-    _: KW_ONLY
-    cache_dir: Path = field(repr=False)
-    source: str | None = None
-    finding: str = "Atelectasis"
-    views: tuple[str, ...] = ("PA",)
-    protocol: str | None = None
-    image_size: int = 256
-    strict: bool = False
-    hu_window: tuple[float, float] = DEFAULT_HU_WINDOW
-    lidc_rule: LidcLabelRule = field(default_factory=LidcLabelRule)
-    workers: int | None = None
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # larger declared images are left out
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "path", Path(self.path))
-        object.__setattr__(self, "cache_dir", Path(self.cache_dir))
-        object.__setattr__(self, "views", tuple(str(v).strip().upper() for v in self.views))
-        if self.modality not in MODALITIES:
-            raise UsageError(f"`modality` {self.modality!r}; use one of {', '.join(MODALITIES)}")
-        check_setting("image_size", self.image_size)  # the one row every command uses
-        try:
-            low, high = (float(v) for v in self.hu_window)
-        except (TypeError, ValueError):
-            raise UsageError(
-                f"HU window {self.hu_window!r}; give two numbers, low and high"
-            ) from None
-        if not low < high:
-            raise UsageError(
-                f"HU window {self.hu_window!r}; the low end must be below the high end"
-            )
-        object.__setattr__(self, "hu_window", (low, high))
-        if self.protocol is not None and self.protocol not in PROTOCOLS:
-            raise UsageError(f"unknown `protocol` {self.protocol!r}; known: {', '.join(PROTOCOLS)}")
-        if self.workers is not None and self.workers < 1:
-            raise UsageError(f"workers={self.workers}; use 1 or more")
-
-    @property
-    def decode_settings(self) -> DecodeSettings:
-        window = self.hu_window if self.modality == "ct" else DEFAULT_HU_WINDOW
-        return DecodeSettings(
-            self.image_size, self.modality, window, max_pixels=self.max_image_pixels
-        )
 
 
 def load_cohort(request: DataRequest, progress: bool = True) -> Cohort:
@@ -147,16 +84,22 @@ def load_chosen(choice: DataChoice) -> Cohort:
     """The cohort a resolved choice names: the data set on disk, or the phantoms (every output
     of an audit of phantoms is marked illustrative)."""
     if choice.synthetic:
-        from audit.data.synthetic import PhantomSettings, make_phantom_cohort
-
         log.warning("using built-in synthetic phantom data: every output is marked illustrative")
-        return make_phantom_cohort(
-            PhantomSettings(
-                modality=choice.modality, n_patients=choice.synthetic_patients,
-                image_size=choice.image_size, seed=choice.seed,
-            )
-        )  # fmt: skip
+        return registry.get_source("synthetic").generate(choice)
     return load_cohort(request_for(choice), progress=choice.progress)
+
+
+def official_split(
+    cohort: Cohort, *, n_folds: int = 5, val_fraction: float = 0.15, seed: int = 0
+) -> ListedSplit | None:
+    """The source's official test list as the test set, folds by patient from its training
+    list; None when the cohort's source has no official lists (or the cohort lacks them)."""
+    lists = registry.official_lists_of(cohort.source)
+    if lists is None:
+        return None
+    return split_from_lists(
+        cohort, lists.train_val, lists.test, n_folds=n_folds, val_fraction=val_fraction, seed=seed
+    )
 
 
 def describe_dry_run(request: DataRequest) -> dict[str, Any]:
@@ -177,54 +120,51 @@ def describe_dry_run(request: DataRequest) -> dict[str, Any]:
 # --- preparing: source, key -------------------------------------------------------------------
 
 
-class _Source:
-    """The adapter for one request: a cheap fingerprint, and the plan (built at most once)."""
+class _Planned:
+    """The chosen source and its plan for one request, built at most once."""
 
-    def __init__(self, request: DataRequest, detection: Detection) -> None:
-        self.request = request
-        self.name = detection.source
+    def __init__(self, request: DataRequest, source: DataSource) -> None:
+        self.request, self.source = request, source
+        self._plan: SourcePlan | None = None
+
+    @property
+    def plan(self) -> SourcePlan:
+        if self._plan is None:
+            self._plan = self.source.plan(self.request)
+        return self._plan
 
     def fingerprint(self) -> Any:
-        if self.name == "lidc-idri":
-            root = self.request.path
-            listing = [(p.relative_to(root).as_posix(), *_stat(p)) for p in tree_files(root)]
-            return {"files": listing, "rule": self.request.lidc_rule}
-        return {"entries": [_entry_identity(e) for e in self.plan.entries]}
-
-    @cached_property
-    def plan(self) -> SourcePlan:
-        request = self.request
-        if self.name == "nih-cxr14":
-            return plan_nih(request.path, request.finding, request.views, request.protocol)
-        if self.name == "lidc-idri":
-            return plan_lidc(request.path, request.lidc_rule)
-        return plan_manifest(request.path)
+        return self.source.fingerprint(self.request, lambda: self.plan)
 
 
-def _stat(path: Path) -> tuple[int, int]:
-    info = path.stat()
-    return info.st_size, info.st_mtime_ns
+@dataclass(frozen=True)
+class Detection:
+    """The source, how it was chosen, and the file that decided (a fixed name, never a path)."""
+
+    source: str
+    automatic: bool
+    evidence: str
 
 
-def _entry_identity(entry: PlannedImage | PlannedProblem) -> Any:
-    if isinstance(entry, PlannedProblem):
-        return ["problem", entry.ref, entry.problem.reason]
-    try:
-        stat = _stat(entry.path)
-    except OSError:
-        stat = (-1, -1)
-    fields = dataclasses.asdict(entry)
-    fields["path"] = str(entry.path)
-    return [fields, *stat]
+def _choose_source(request: DataRequest) -> tuple[DataSource, Detection]:
+    registry.check_data_path(request.path)
+    if request.source is not None:
+        source = registry.get_source(request.source)
+        if not source.reads_files:
+            raise UsageError(f"`source` {source.name} reads no files; use `synthetic` instead")
+        return source, Detection(source.name, False, "given by --source")
+    source, evidence = registry.detect_source(request.path)
+    return source, Detection(source.name, True, evidence)
 
 
-def _prepare(request: DataRequest) -> tuple[Detection, _Source, Pseudonymizer, str]:
-    detection = resolve_source(request.path, request.source)
-    _check_combination(request, detection.source)
+def _prepare(request: DataRequest) -> tuple[Detection, _Planned, Pseudonymizer, str]:
+    source, detection = _choose_source(request)
+    source.check_request(request)
+    _check_protocol(request, source)
     how = f"detected: {detection.evidence}" if detection.automatic else detection.evidence
     log.info("data source: %s (%s)", detection.source, how)
     pseudonyms = load_or_create_key(request.cache_dir)
-    source = _Source(request, detection)
+    planned = _Planned(request, source)
     settings = {
         "decode": request.decode_settings,
         "finding": request.finding,
@@ -233,26 +173,24 @@ def _prepare(request: DataRequest) -> tuple[Detection, _Source, Pseudonymizer, s
         "source": detection.source,
     }
     key = pseudonyms.digest(
-        "cohort-cache", {"data": source.fingerprint(), "settings": settings}, 24
+        "cohort-cache", {"data": planned.fingerprint(), "settings": settings}, 24
     )
-    return detection, source, pseudonyms, key
+    return detection, planned, pseudonyms, key
 
 
-def _check_combination(request: DataRequest, source: str) -> None:
-    if source == "nih-cxr14" and request.modality != "cxr":
-        raise UsageError("NIH ChestX-ray14 holds chest radiographs; use `modality` cxr")
-    if source == "lidc-idri" and request.modality != "ct":
-        raise UsageError("LIDC-IDRI is read as CT slices; use `modality` ct")
-    if request.protocol is not None and source != "nih-cxr14":
-        raise UsageError(
-            f"`protocol` {request.protocol} uses NIH ChestX-ray14 image lists; give the NIH folder"
-        )
+def _check_protocol(request: DataRequest, source: DataSource) -> None:
+    if request.protocol is None or request.protocol in source.protocols:
+        return
+    holders = " or ".join(s.title for s in registry.sources_with_protocol(request.protocol))
+    raise UsageError(
+        f"`protocol` {request.protocol} uses {holders or 'other'} image lists; give that data"
+    )
 
 
 # --- building -----------------------------------------------------------------------------------
 
 
-def _build(request, source: _Source, pseudonyms, key: str, progress: bool):
+def _build(request, source: _Planned, pseudonyms, key: str, progress: bool):
     plan = source.plan
     entries = plan.entries
     images_only = [(i, e) for i, e in enumerate(entries) if isinstance(e, PlannedImage)]
@@ -458,10 +396,17 @@ def _overlap(record: dict) -> list[dict]:
     patients = np.array([row[2] for row in record["cases"]])
     subsets = {name: np.asarray(rows, dtype=np.int64) for name, rows in record["subsets"].items()}
     rows = preset_overlap(patients, subsets)
-    train_val, test = subsets.get("nih/train_val"), subsets.get("nih/test")
+    lists = registry.official_lists_of(record["source"])
+    train_val = None if lists is None else subsets.get(lists.train_val)
+    test = None if lists is None else subsets.get(lists.test)
     if train_val is not None and test is not None:
         shared = set(patients[train_val].tolist()) & set(patients[test].tolist())
-        rows.append({"list": "nih official", "patients_in_training_pool_and_test": len(shared)})
+        rows.append(
+            {
+                "list": f"{record['source']} official",
+                "patients_in_training_pool_and_test": len(shared),
+            }
+        )
     return rows
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from audit.data.dicom import normalise_sex
 from audit.data.items import PlannedImage, PlannedProblem, SourcePlan
 from audit.data.problems import FILE_NOT_FOUND, Unreadable
+from audit.data.source import DataRequest, DataSource
 from audit.errors import UsageError
 
 SOURCE = "manifest"
@@ -112,3 +113,20 @@ def _age(value: str) -> float | None:
     except ValueError:
         return None
     return age if 0 <= age <= 120 else None
+
+
+class ManifestSource(DataSource):
+    """Any image set a CSV describes; detected by a ``.csv`` file or a folder's manifest.csv."""
+
+    name = SOURCE
+    title = "a manifest CSV"
+    looked_for = f"a .csv file or a {MANIFEST_NAME} (manifest with columns {','.join(REQUIRED)})"
+    detect_order = 20
+
+    def detect(self, path: Path) -> str | None:
+        if path.is_file():
+            return "a CSV file" if path.suffix.lower() == ".csv" else None
+        return MANIFEST_NAME if (path / MANIFEST_NAME).is_file() else None
+
+    def plan(self, request: DataRequest) -> SourcePlan:
+        return plan_manifest(request.path)

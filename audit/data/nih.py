@@ -17,9 +17,11 @@ from typing import NamedTuple
 
 import pandas as pd
 
+from audit.constants import PROTOCOLS
 from audit.data.dicom import normalise_sex
 from audit.data.items import PlannedImage, PlannedProblem, SourcePlan
 from audit.data.problems import FILE_NOT_FOUND, NOT_IN_DATA_ENTRY, Unreadable
+from audit.data.source import DataRequest, DataSource, OfficialLists
 from audit.data.study_lists import load_study_lists
 from audit.errors import UsageError
 
@@ -217,3 +219,30 @@ def _plan_preset(table, files, lists, protocol: str) -> SourcePlan:
     selection = {"rows in Data_Entry_2017.csv": len(table), "listed by the study": len(entries)}
     notes = ("--finding and --views do not apply: the study's lists choose the images",)
     return SourcePlan(SOURCE, tuple(entries), description, selection, dict(warnings), notes)
+
+
+class NihSource(DataSource):
+    """NIH ChestX-ray14 as published; the study's image lists (``--protocol``) are read from it."""
+
+    name = SOURCE
+    title = "NIH ChestX-ray14"
+    modalities = ("cxr",)
+    looked_for = f"{DATA_ENTRY_NAMES[0]} (NIH ChestX-ray14)"
+    detect_order = 10
+    protocols = PROTOCOLS
+    official_lists = OfficialLists(
+        train_val=OFFICIAL_LISTS["train_val_list.txt"], test=OFFICIAL_LISTS["test_list.txt"]
+    )
+
+    def detect(self, path: Path) -> str | None:
+        if path.is_file():
+            if path.name in DATA_ENTRY_NAMES:
+                raise UsageError(
+                    f"`data` names {path.name}; give the NIH ChestX-ray14 folder that holds it"
+                )
+            return None
+        entry = find_data_entry(path)
+        return None if entry is None else entry.name
+
+    def plan(self, request: DataRequest) -> SourcePlan:
+        return plan_nih(request.path, request.finding, request.views, request.protocol)

@@ -25,11 +25,10 @@ from importlib import resources
 import numpy as np
 from sklearn.model_selection import GroupShuffleSplit
 
-from audit.constants import STUDY_LEVELS
+from audit.constants import PROTOCOLS, STUDY_LEVELS
 from audit.data.cases import Cohort
 from audit.errors import UsageError
 
-PROTOCOLS = ("source-matters",)
 PRESET_FOLDER = "source-matters"
 N_FOLDS = 5
 SEX_LEVELS = STUDY_LEVELS  # the sex lists exist for every level of the study
@@ -241,16 +240,23 @@ def preset_overlap(patients: np.ndarray, subsets: Mapping[str, np.ndarray]) -> l
     return rows
 
 
-def official_split(
-    cohort: Cohort, *, n_folds: int = 5, val_fraction: float = 0.15, seed: int = 0
+def split_from_lists(
+    cohort: Cohort,
+    train_val: str,
+    test_list: str,
+    *,
+    n_folds: int = 5,
+    val_fraction: float = 0.15,
+    seed: int = 0,
 ) -> ListedSplit | None:
-    """NIH's official test list as the test set, folds drawn by patient from ``train_val_list``.
+    """A source's official test list as the test set, folds drawn by patient from its training
+    list (``train_val`` and ``test_list`` name cohort subsets).
 
-    None when the cohort has no official lists. Patients found in both lists (none in the
+    None when the cohort lacks either list. Patients found in both lists (none in NIH's
     published lists) are kept in the test set only.
     """
-    test = _named(cohort.subsets, "nih/test")
-    pool = _named(cohort.subsets, "nih/train_val")
+    test = _named(cohort.subsets, test_list)
+    pool = _named(cohort.subsets, train_val)
     if len(test) == 0 or len(pool) == 0:
         return None
     patients = cohort.patients

@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -42,7 +43,11 @@ from scipy.ndimage import gaussian_filter
 
 from audit.constants import MODALITIES
 from audit.data.cases import SEXES, Case, Cohort
+from audit.data.source import DataSource
 from audit.errors import UsageError
+
+if TYPE_CHECKING:
+    from audit.resolve.data import DataChoice
 
 CT_WINDOW_HU = (-1000.0, 400.0)
 """Lung window used to turn CT slices into uint8: HU below -1000 -> 0, above +400 -> 255."""
@@ -915,3 +920,20 @@ def _ct_lesion_hu(
 def _window(hu: np.ndarray) -> np.ndarray:
     low, high = CT_WINDOW_HU
     return _to_uint8((hu - low) / (high - low))
+
+
+class SyntheticSource(DataSource):
+    """The built-in phantoms (``--synthetic``): made on the spot, every output illustrative."""
+
+    name = "synthetic"
+    title = "built-in synthetic phantoms"
+    reads_files = False
+    detect_order = 1000
+
+    def generate(self, choice: DataChoice) -> Cohort:
+        return make_phantom_cohort(
+            PhantomSettings(
+                modality=choice.modality, n_patients=choice.synthetic_patients,
+                image_size=choice.image_size, seed=choice.seed,
+            )
+        )  # fmt: skip

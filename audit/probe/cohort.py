@@ -14,11 +14,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from audit.data.cases import Cohort
+from audit.data.registry import official_lists_of
 from audit.errors import UsageError
 
 log = logging.getLogger(__name__)
 
-AUTO_SUBSETS = ("nih/test",)  # official test lists, most specific first
+
+def _official_test(cohort: Cohort) -> str:
+    """The source's official test list when the cohort holds it, else every image."""
+    lists = official_lists_of(cohort.source)
+    return lists.test if lists is not None and lists.test in cohort.subsets else "all"
 
 
 @dataclass(frozen=True)
@@ -32,7 +37,7 @@ def select_images(
     cohort: Cohort, subset: str | None, max_images: int | None, seed: int
 ) -> Selection:
     """``subset`` None picks an official test list when there is one, else all images."""
-    name = subset or next((s for s in AUTO_SUBSETS if s in cohort.subsets), "all")
+    name = subset or _official_test(cohort)
     if name == "all":
         indices = np.arange(len(cohort.cases))
     elif name in cohort.subsets:
