@@ -14,9 +14,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from audit import __version__
-from audit.constants import DEFAULT_MAX_IMAGE_PIXELS
+from audit.constants import DEFAULT_MAX_IMAGE_PIXELS, PROTOCOLS
+from audit.data.registry import file_source_names
 from audit.errors import ExitCode, MedauditError, UsageError
 from audit.resolve.constraints import SettingError
+from audit.run.executors import executor_kinds, executor_names
 
 log = logging.getLogger("audit")
 
@@ -70,10 +72,10 @@ def _common_run_options(parser: argparse.ArgumentParser, default_out: str) -> No
     )
     run.add_argument(
         "--executor",
-        choices=("local", "ray"),
+        choices=executor_names(),
         default="local",
-        help="where runs go: local (this process, or one worker process per --device) or ray "
-        "(each cell a task on a Ray cluster; needs the cluster extra: pip install 'medaudit[cluster]')",
+        help="where runs go: "
+        + "; ".join(f"{kind.name} ({kind.summary})" for kind in executor_kinds()),
     )
     run.add_argument(
         "--ray-address",
@@ -84,7 +86,7 @@ def _common_run_options(parser: argparse.ArgumentParser, default_out: str) -> No
     run.add_argument(
         "--ray-cpus-per-task",
         type=int,
-        default=1,
+        default=None,
         metavar="N",
         help="with --executor ray on the CPU: CPUs (torch threads) each cell's task asks for (default 1)",
     )
@@ -256,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = check.add_argument_group("data (with --data)")
     data.add_argument(
         "--source",
-        choices=["nih-cxr14", "lidc-idri", "manifest"],
+        choices=file_source_names(),
         default=None,
         help="data layout (default: recognised from the folder and printed)",
     )
@@ -272,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument(
         "--protocol",
-        choices=["source-matters"],
+        choices=PROTOCOLS,
         default=None,
         help="the study's exact NIH image lists and folds (NIH data only; levels among 0,0.1,0.2,0.5,0.8,1)",
     )
@@ -509,7 +511,7 @@ def _probe_parser(sub: argparse._SubParsersAction) -> None:
     )
     data = probe.add_argument_group("data")
     data.add_argument(
-        "--source", choices=["nih-cxr14", "lidc-idri", "manifest"], default=None,
+        "--source", choices=file_source_names(), default=None,
         help="data layout (default: recognised from the folder)",
     )  # fmt: skip
     data.add_argument("--finding", default="Atelectasis", help="NIH finding (default Atelectasis)")

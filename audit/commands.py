@@ -128,90 +128,6 @@ def _placeholder(flag: str, placeholders: dict[str, str]) -> str | None:
     return prefixed[0] if prefixed else None
 
 
-def _print_summary(results: dict[str, Any], out_dir: Path, report: bool = True) -> None:
-    verdict = results.get("verdict")
-    print(f"results: {out_dir / 'results.json'}")
-    if report:
-        print(f"report:  {out_dir / 'report.pdf'}")
-    if results.get("illustrative"):
-        print(f"({results['illustrative_note']})")
-    status = results["status"]
-    if not status["complete"]:
-        print(
-            f"audit incomplete: {status['runs_failed']} of {status['runs_total']} runs failed; no verdict"
-        )
-        _print_probe(results, None)
-        return
-    if verdict is None:
-        return
-    for line in verdict_lines(results):
-        print(line)
-    _print_probe(results, verdict["overall"])
-
-
-def _interval(record: dict[str, Any] | None, name: str) -> str:
-    if not record or record.get("estimate") is None:
-        return f"{name} n/a"
-    return f"{name} = {record['estimate']:+.3f} [{record['ci_low']:+.3f}, {record['ci_high']:+.3f}]"
-
-
-def verdict_lines(results: dict[str, Any]) -> list[str]:
-    """The console's verdict: per confounder the gated reliance gap D and, beside it, the
-    descriptive o.o.d. AUC gap S; then the overall verdict and what inconclusive counts as."""
-    verdict = results["verdict"]
-    if verdict.get("measure") != "reliance_gap":  # a schema-0 document: S was the gate
-        rows = [
-            f"  {r['confounder']:<8} {r['verdict'].upper():<13} {_interval(r.get('gap'), 'S')}"
-            for r in verdict["per_confounder"]
-        ]
-        return [*rows, f"overall: {verdict['overall'].upper()}"]
-    lines = []
-    for row in verdict["per_confounder"]:
-        gated = _interval(row.get("reliance"), "D") if row["gated"] else "D not gated"
-        lines.append(
-            f"  {row['confounder']:<8} {row['verdict'].upper():<13} {gated}   "
-            f"({_interval(row.get('shortcut_gap'), 'S')}, descriptive)"
-        )
-    lines.append(
-        f"overall: {verdict['overall'].upper()}   (D: reliance gap, gated at margin "
-        f"{verdict['thresholds']['margin']:g}; S: o.o.d. AUC gap, not gated)"
-    )
-    gate = results.get("gate") or {}
-    if verdict["overall"] == "inconclusive" and gate.get("inconclusive_counted_as"):
-        lines.append(
-            f"note:    inconclusive counted as {gate['inconclusive_counted_as']} "
-            f"(--inconclusive-exit {gate['inconclusive_exit']}){_detectable(results)}"
-        )
-    return lines
-
-
-def _detectable(results: dict[str, Any]) -> str:
-    """The smallest gap this audit could have detected (from its power record), as a clause."""
-    gaps = [
-        p["detectable_gap"]
-        for p in (results.get("power") or {}).values()
-        if isinstance(p, dict) and p.get("detectable_gap") is not None
-    ]
-    if not gaps:
-        return ""
-    return f"; the smallest reliance gap this audit could detect is about {max(gaps):.2f}"
-
-
-def _print_probe(results: dict[str, Any], audit_overall: str | None) -> None:
-    """The probe's lines (``check --probe``) and, beside an audit verdict, the combined gate."""
-    probe = results.get("probe")
-    if not probe:
-        return
-    from audit.probe.outputs import verdict_lines
-
-    print("probe (training-free, the model as shipped):")
-    lines = verdict_lines(probe)
-    print("\n".join([*lines[:-1], f"probe {lines[-1]}"]))
-    gate = (results.get("gate") or {}).get("overall")
-    if audit_overall is not None and gate:
-        print(f"gate:    {gate.upper()} (the worse of the audit's and the probe's verdicts)")
-
-
 def _exit_code(results: dict[str, Any], inconclusive_exit: int) -> int:
     """The audit's verdict; with ``--probe`` the worse of the audit's and the probe's."""
     if not results["status"]["complete"] or results.get("verdict") is None:
@@ -262,7 +178,12 @@ def resolve_check_args(args: argparse.Namespace) -> ResolvedCheck:
         extra=extra,
         device=args.device,
         executor=ExecutorChoice(
-            args.executor, args.ray_address, args.shared_cache, args.ray_cpus_per_task
+            args.executor,
+            {
+                "ray_address": args.ray_address,
+                "shared_cache": args.shared_cache,
+                "ray_cpus_per_task": args.ray_cpus_per_task,
+            },
         ),
         protocol=None if args.synthetic else args.protocol,
         dry_run=args.dry_run,
@@ -355,16 +276,14 @@ def _run_check(
         models=_audited_models(args, settings, user, reference, Path(reference_path).name),
         out_dir=args.out,
         command=_command_line(args),
-        devices=resolved.devices,
         confounders=resolved.confounders,
         protocol=resolved.protocol,
-        executor=resolved.executor,
+        executor=resolved.executor.build(resolved.devices),
         probe=probe_results,
         write_report=not args.no_report,
         inconclusive_exit=args.inconclusive_exit,
     )
-    outputs = run_audit(request)
-    _print_summary(outputs.results, args.out, report=outputs.report_path is not None)
+    outputs = run_audit(request)  # writes every output format, the console summary last
     return _exit_code(outputs.results, args.inconclusive_exit)
 
 
@@ -592,7 +511,6 @@ def run_demo(args: argparse.Namespace) -> int:
             command=_command_line(args),
             seed=args.seed,
         )
-    _print_summary(results, args.out)
     return 0 if results["status"]["complete"] else int(ExitCode.INTERNAL)
 
 
@@ -690,7 +608,6 @@ def _run_probe(
     from audit.analysis.verdict import exit_code_for
     from audit.common.hashing import file_sha256
     from audit.probe.assemble import ShippedModel, open_probe, probe_cohort
-    from audit.probe.outputs import summary_lines, write_outputs
 
     model = ShippedModel(
         args.model, device, arch=args.arch, trust_code=args.trust_code,
@@ -707,19 +624,9 @@ def _run_probe(
         opened, cohort, model_sha256=file_sha256(str(args.model)), subset=args.subset,
         command=_command_line(args),
     )  # fmt: skip
-    results_path, junit_path = write_outputs(results, args.out)
-    print("\n".join(summary_lines(results)))
-    print(f"results: {results_path}")
-    print(f"junit:   {junit_path}")
-    from audit.report.render import drop_stale_report, render_report_or_warn
+    from audit.report.outputs import write_finished
 
-    drop_stale_report(args.out / "report.pdf")
-    if not args.no_report:
-        report = render_report_or_warn(
-            results, args.out / "report.pdf", results_json=results_path.read_bytes()
-        )
-        if report is not None:
-            print(f"report:  {report}")
+    write_finished(results, args.out, skip=["report.pdf"] if args.no_report else [])
     return exit_code_for(results["verdict"]["overall"], args.inconclusive_exit)
 
 

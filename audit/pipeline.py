@@ -12,10 +12,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-import torch
 
 from audit import __version__
 from audit.analysis.budget import budget_record
@@ -35,17 +34,14 @@ from audit.models.input_size import fit_input_size
 from audit.plan.grid import ModelRef, RunSpec, build_runs
 from audit.plan.splits import PatientSplit, SplitTable, split_table
 from audit.resolve.confounders import ResolvedConfounder
-from audit.resolve.devices import ExecutorChoice
 from audit.resolve.settings import Settings
 from audit.run.cells import AuditInputs
 from audit.run.execute import Outcome, execute
+from audit.run.executor import Executor, InProcessExecutor
 from audit.run.provenance import environment_details
 from audit.run.store import ResultsStore
-from audit.schema import SCHEMA_VERSION, write_results
-from audit.train.device import environment_fingerprint, set_determinism
-
-if TYPE_CHECKING:
-    from audit.run.ray_cluster import RayOptions
+from audit.schema import SCHEMA_VERSION
+from audit.train.device import set_determinism
 
 log = logging.getLogger(__name__)
 
@@ -57,21 +53,19 @@ class AuditRequest:
     models: Sequence[tuple[ModelRef, Backbone]]
     out_dir: Path
     command: str = ""
-    devices: tuple[str, ...] = ("cpu",)  # audit.resolve.devices.resolve_devices: where runs go
     confounders: Mapping[str, ResolvedConfounder] = dataclasses.field(default_factory=dict)
     protocol: str | None = None  # "source-matters": the study's image lists decide the splits
-    executor: ExecutorChoice = dataclasses.field(default_factory=ExecutorChoice)
+    executor: Executor = dataclasses.field(default_factory=InProcessExecutor)  # where runs go
     probe: Mapping[str, Any] | None = None  # `check --probe`: the probe's results, run first
     write_report: bool = True  # False: no report.pdf (render it later with `medaudit report`)
+    summary: bool = True  # the console summary (audit.report.outputs.ConsoleSummary)
     inconclusive_exit: int = 3  # the exit code an inconclusive verdict gets (0: counted as pass)
 
 
 @dataclass(frozen=True)
 class AuditOutputs:
     results: dict[str, Any]
-    results_path: Path
-    report_path: Path | None
-    junit_path: Path | None
+    written: Mapping[str, Path | None]  # each output format's file (audit.report.outputs)
 
 
 def _split_counts(cohort: Cohort, split: PatientSplit) -> dict[str, Any]:
@@ -335,38 +329,12 @@ def build_results(
     return _clean(results)
 
 
-def _ray_options(request: AuditRequest) -> RayOptions | None:
-    """Ray's options; Ray itself is checked for before any run."""
-    choice = request.executor
-    if choice.name != "ray":
-        return None
-    from audit.run.ray_cluster import RayOptions, require_ray
-
-    require_ray()
-    return RayOptions(
-        address=choice.address, shared_cache=choice.shared_cache, cpus_per_task=choice.cpus_per_task
-    )
-
-
-def _environment(
-    devices: Sequence[str], outcome: Outcome, deterministic: bool = False
-) -> dict[str, Any]:
-    """Where the runs ran: this machine, or (Ray) the first worker that reported, and all of them."""
-    if outcome.environment.get("executor") != "ray":
-        return environment_fingerprint(torch.device(devices[0]), deterministic)
-    workers = outcome.environment.get("ray_workers") or [
-        environment_fingerprint(torch.device("cpu"))  # every run was reused: the driver's
-    ]
-    return {**workers[0], **outcome.environment}
-
-
 def run_audit(request: AuditRequest) -> AuditOutputs:
     """Plan, run what is missing, analyse and write results.json, report.pdf and junit.xml."""
     settings = request.settings
     out_dir = Path(request.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     set_determinism(settings.train.deterministic)
-    devices, ray_options = list(request.devices), _ray_options(request)
     confounders = request.confounders
     if not confounders:
         raise UsageError("no confounder to audit")
@@ -390,22 +358,12 @@ def run_audit(request: AuditRequest) -> AuditOutputs:
 
     for line in power_lines(_power(request, splits)):  # what this plan can resolve, up front
         log.info(line)
-    outcome = execute(
-        specs, inputs, ResultsStore(out_dir), devices, request.executor.name, ray_options
-    )
+    outcome = execute(specs, inputs, ResultsStore(out_dir), request.executor)
     results = build_results(
-        request,
-        splits,
-        specs,
-        outcome,
-        _environment(devices, outcome, settings.train.deterministic),
+        request, splits, specs, outcome, request.executor.environment(settings.train.deterministic)
     )
-    results_path = write_results(results, out_dir / "results.json")
-    from audit.report.junit import write_junit
-    from audit.report.render import drop_stale_report, render_report_or_warn
+    from audit.report.outputs import write_finished
 
-    junit_path = write_junit(results, out_dir / "junit.xml")
-    report_path = out_dir / "report.pdf"
-    drop_stale_report(report_path)
-    report_path = render_report_or_warn(results, report_path) if request.write_report else None
-    return AuditOutputs(results, results_path, report_path, junit_path)
+    skip = [] if request.write_report else ["report.pdf"]
+    written = write_finished(results, out_dir, skip=skip if request.summary else [*skip, "console"])
+    return AuditOutputs(results, written)

@@ -47,6 +47,7 @@ from audit.resolve.confounders import resolve_confounders
 from audit.resolve.settings import Settings, TrainSettings
 from audit.run.cells import AuditInputs, CellBuilder
 from audit.run.execute import execute
+from audit.run.executors import build_executor
 from audit.run.store import ResultsStore
 from audit.train.device import set_determinism
 from audit.train.engine import RunResult, fine_tune
@@ -179,7 +180,8 @@ def run(args: argparse.Namespace, folder: Path) -> None:
     warm_up(inputs, specs[0], device)
 
     began = time.perf_counter()
-    outcome = execute(specs, inputs, ResultsStore(folder / "out"), args.devices.split(","))
+    executor = build_executor("local", tuple(args.devices.split(",")))
+    outcome = execute(specs, inputs, ResultsStore(folder / "out"), executor)
     runner_s = time.perf_counter() - began
     ours = {r.key: r for r in outcome.results}
 

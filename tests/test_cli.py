@@ -346,7 +346,6 @@ def test_demo_takes_a_seed_for_its_data_splits_and_runs(monkeypatch, capsys, tmp
         return {"status": {"complete": True}, "verdict": None}
 
     monkeypatch.setattr(demo, "run_demo_audit", fake)
-    monkeypatch.setattr(commands, "_print_summary", lambda *a, **k: None)
     places = ["--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
     assert cli.main(["demo", "--seed", "7", *places]) == 0 and seen["seed"] == 7
     monkeypatch.undo()

@@ -185,7 +185,7 @@ def test_settings_refuse_an_audit_with_no_level_to_gate(values, message) -> None
 
 
 def test_the_console_says_when_inconclusive_is_counted_as_pass() -> None:
-    from audit.commands import verdict_lines
+    from audit.report.console import verdict_lines
 
     row = {
         "confounder": "tag", "gated": True, "verdict": "inconclusive",

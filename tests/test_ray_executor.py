@@ -129,7 +129,7 @@ def cache_hidden_during_runs(monkeypatch, cache):
         assert isinstance(images, np.memmap), "the driver's images are a map of its cache"
         assert Path(images.filename).resolve().is_relative_to(cache.resolve())
         call = inspect.signature(real_execute).bind(specs, inputs, *args, **kwargs)
-        seen.append(call.arguments.get("executor", "local"))
+        seen.append(call.arguments["executor"].name)
         cache.rename(hidden)
         try:
             return real_execute(specs, inputs, *args, **kwargs)
@@ -169,7 +169,7 @@ def test_a_cuda_cell_asks_for_one_gpu_and_a_cpu_cell_for_its_cpus() -> None:
 def test_ray_options_without_ray_executor_are_refused(models, capsys, tmp_path) -> None:
     args = audit_args(models, ["--synthetic"], tmp_path / "out", tmp_path / "cache")
     assert cli.main([*args, "--shared-cache", str(tmp_path / "shared")]) == 2
-    assert "work with --executor ray" in capsys.readouterr().err
+    assert "works with --executor ray only" in capsys.readouterr().err
 
 
 def test_ray_gives_the_same_results_as_local_without_seeing_the_driver_cache(

@@ -88,6 +88,9 @@ def argv_for(variant: str, tmp_path: Path, flag: str, value: str) -> list[str]:
         base += ["--synthetic"]
     if variant == "check --probe":
         base += ["--probe"]
+    if flag.startswith("--ray-"):  # Ray's options are refused with any other executor
+        pytest.importorskip("ray")
+        base += ["--executor", "ray"]
     return [*base, flag, value]
 
 

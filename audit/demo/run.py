@@ -23,6 +23,7 @@ from audit.plan.grid import ModelRef
 from audit.resolve.confounders import resolve_confounders
 from audit.resolve.devices import resolve_devices
 from audit.resolve.settings import Settings, TrainSettings
+from audit.run.executors import build_executor
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def run_demo_audit(
         models=models,
         out_dir=Path(out_dir),
         command=command,
-        devices=devices,
+        executor=build_executor("local", devices),
         confounders=resolve_confounders(
             settings.confounders,
             settings.confounder_params,

@@ -1,45 +1,13 @@
-"""What a probe writes into ``--out``: results.json (its own schema) and junit.xml.
-
-The probe's results are a document of kind "probe", validated against ``probe.schema.json``: a
-full audit's schema requires runs, folds and a reference that a training-free probe does not have.
-``check --probe`` can later embed the same document under the audit's optional ``probe`` key.
+"""The probe's console lines. Its results are a document of kind "probe", validated against
+``probe.schema.json`` and written, like an audit's, by the output formats of
+``audit.report.outputs`` (results.json, junit.xml, report.pdf, this summary): a full audit's
+schema requires runs, folds and a reference that a training-free probe does not have.
+``check --probe`` embeds the same document under the audit's optional ``probe`` key.
 """
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
-from pathlib import Path
 from typing import Any
-
-from audit.common.atomic import atomic_write_bytes
-from audit.report.junit import add_verdict_cases
-from audit.schema import write_results
-
-
-def junit_tree(results: dict[str, Any]) -> ET.Element:
-    """One test case per confounder: fail is a failure, inconclusive and not-gated are skipped."""
-    rows = results["confounders"]
-    suite = ET.Element("testsuite", name="medaudit.probe", tests=str(len(rows)))
-    failures, skipped = add_verdict_cases(
-        suite, "medaudit.probe", [(r["name"], r["verdict"], r.get("reason", "")) for r in rows]
-    )
-    suite.set("failures", str(failures))
-    suite.set("errors", "0")
-    suite.set("skipped", str(skipped))
-    timing = results.get("timing", {}).get("seconds_total")
-    if timing is not None:
-        suite.set("time", f"{timing:.3f}")
-    return suite
-
-
-def write_outputs(results: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
-    """Validate, then write results.json (the one writer) and junit.xml; returns their paths."""
-    results_path = write_results(results, out_dir / "results.json")
-    junit_path = out_dir / "junit.xml"
-    tree = junit_tree(results)
-    ET.indent(tree)
-    atomic_write_bytes(junit_path, ET.tostring(tree, encoding="utf-8", xml_declaration=True))
-    return results_path, junit_path
 
 
 def summary_lines(results: dict[str, Any]) -> list[str]:

@@ -29,7 +29,26 @@ def add_verdict_cases(
     return failures, skipped
 
 
+def _probe_tree(results: dict[str, Any]) -> ET.Element:
+    """One test case per confounder: fail is a failure, inconclusive and not-gated are skipped."""
+    rows = results["confounders"]
+    suite = ET.Element("testsuite", name="medaudit.probe", tests=str(len(rows)))
+    failures, skipped = add_verdict_cases(
+        suite, "medaudit.probe", [(r["name"], r["verdict"], r.get("reason", "")) for r in rows]
+    )
+    suite.set("failures", str(failures))
+    suite.set("errors", "0")
+    suite.set("skipped", str(skipped))
+    timing = results.get("timing", {}).get("seconds_total")
+    if timing is not None:
+        suite.set("time", f"{timing:.3f}")
+    return suite
+
+
 def junit_tree(results: dict[str, Any]) -> ET.Element:
+    """An audit's cases (and its probe's), or a standalone probe's (``kind`` "probe")."""
+    if results.get("kind") == "probe":
+        return _probe_tree(results)
     verdict = (results.get("verdict") or {}) if results["status"]["complete"] else {}
     rows = verdict.get("per_confounder", [])  # an incomplete audit's verdict is never shown
     suite = ET.Element("testsuite", name="medaudit", tests=str(max(len(rows), 1)))

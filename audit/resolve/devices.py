@@ -2,65 +2,56 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from audit.errors import UsageError
 from audit.resolve.constraints import SettingError, check_setting
 
-EXECUTORS = ("local", "ray")
+if TYPE_CHECKING:
+    from audit.run.executor import Executor
 
 
 @dataclass(frozen=True)
 class ExecutorChoice:
-    """``local``: this process, or one worker process per device; ``ray``: each cell a task on
-    a Ray cluster (``address`` None starts a local one; ``shared_cache`` a folder every node
-    mounts, where the decoded images go once; ``cpus_per_task`` torch threads per CPU task)."""
+    """The `--executor` kind (``audit.run.executors``) and the options given for it; options
+    that kind does not take (Ray's address with ``local``) are refused here, before anything
+    loads. ``options`` stays out of ``repr``: an address or a folder can name a host or a user."""
 
     name: str = "local"
-    address: str | None = field(default=None, repr=False)
-    shared_cache: Path | None = field(default=None, repr=False)
-    cpus_per_task: int = 1
+    options: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        if self.name not in EXECUTORS:
-            raise SettingError("executor", self.name, " or ".join(EXECUTORS))
-        check_setting("ray.cpus_per_task", self.cpus_per_task)
-        if self.name != "ray" and (self.address or self.shared_cache):
-            raise UsageError(
-                "`ray_address` and `shared_cache` work with `executor` ray only; add it"
-            )
+        from audit.run.executors import check_options
+
+        given = {k: v for k, v in dict(self.options).items() if v is not None}
+        object.__setattr__(self, "options", given)
+        if "ray_cpus_per_task" in given:  # a bad value is named as such, whatever the executor
+            check_setting("ray.cpus_per_task", given["ray_cpus_per_task"])
+        check_options(self.name, given)
 
     def check_installed(self) -> None:
-        """Ray is an extra: say how to install it before any model or image is loaded."""
-        if self.name == "ray":
-            from audit.run.ray_cluster import require_ray
+        """An executor's extra (Ray) is checked for before any model or image is loaded."""
+        from audit.run.executors import get_executor_kind
 
-            require_ray()
+        get_executor_kind(self.name).check_installed()
 
+    def build(self, devices: tuple[str, ...]) -> Executor:
+        """The executor the runner is handed."""
+        from audit.run.executors import build_executor
 
-RAY_DEVICES = ("cpu", "cuda")
+        return build_executor(self.name, devices, self.options)
 
 
 def resolve_devices(
     requested: str | None, executor: str = "local", *, check_available: bool = True
 ) -> tuple[str, ...]:
-    """Local: one worker per entry (``cuda:0,cuda:1``, ``cpu,cpu``), or the best single device.
-    Ray: ``cpu`` or ``cuda`` for every task (Ray assigns each task its own GPU), or () to let
-    the cluster's GPUs decide; the driver's own devices do not matter, it may have no GPU.
+    """``--device`` as the chosen executor reads it (local: one worker per entry, or the best
+    single device; Ray: ``cpu`` or ``cuda`` for every task, or () to let the cluster decide).
     ``check_available`` False (a dry run, planned on another machine) checks the spelling only."""
-    if executor != "ray":
-        from audit.train.device import parse_devices
+    from audit.run.executors import get_executor_kind
 
-        return tuple(parse_devices(requested, check_available=check_available))
-    if not requested:
-        return ()
-    names = [d.strip() for d in requested.split(",") if d.strip()]
-    if len(names) != 1 or names[0] not in RAY_DEVICES:
-        raise SettingError(
-            "device", requested, "cpu or cuda with the Ray executor (Ray assigns each task its GPU)"
-        )
-    return tuple(names)
+    return get_executor_kind(executor).resolve_devices(requested, check_available)
 
 
 def probe_device(requested: str | None) -> str:

@@ -1,4 +1,4 @@
-"""Run what the results store lacks: in this process, in local worker processes, or on Ray.
+"""Run what the results store lacks, through the executor the command line built.
 
 Only this process writes to the store, so a killed audit loses no finished run.
 """
@@ -9,26 +9,12 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
-import torch
-
-from audit.errors import UsageError
 from audit.plan.grid import RunSpec
-from audit.resolve.devices import EXECUTORS
-from audit.run.cells import (
-    AuditInputs,
-    CellBuilder,
-    RunFailure,
-    group_by_cell,
-    run_cell,
-    spec_record,
-)
+from audit.run.cells import AuditInputs, RunFailure, group_by_cell, spec_record
+from audit.run.executor import Executor, InProcessExecutor
 from audit.run.store import ResultsStore
 from audit.train.engine import RunResult
-
-if TYPE_CHECKING:
-    from audit.run.ray_cluster import RayOptions
 
 log = logging.getLogger(__name__)
 
@@ -40,26 +26,20 @@ class Outcome:
     results: list[RunResult] = field(default_factory=list)
     reused: int = 0
     failed: list[str] = field(default_factory=list)
-    environment: dict[str, Any] = field(default_factory=dict)  # what remote workers report
 
 
 def execute(
     specs: Sequence[RunSpec],
     inputs: AuditInputs,
     store: ResultsStore,
-    devices: Sequence[str],
-    executor: str = "local",
-    ray_options: RayOptions | None = None,
+    executor: Executor | None = None,
 ) -> Outcome:
     """Run what the store lacks, cell by cell; a failed run is recorded and the audit goes on.
 
-    ``local``: one device runs in this process; several (``cuda:0,cuda:1`` or ``cpu,cpu``) get
-    one worker process each. ``ray``: each cell is a task on a Ray cluster (``devices`` is
-    ``[]``, ``["cpu"]`` or ``["cuda"]``). Only this process writes to the store, so a kill loses
-    no finished run.
+    ``executor`` None runs in this process on the CPU. Runs come back in any order; only this
+    process writes to the store, so a kill loses no finished run.
     """
-    if executor not in EXECUTORS:
-        raise UsageError(f"executor={executor!r} is not known; use one of {', '.join(EXECUTORS)}")
+    executor = executor or InProcessExecutor("cpu")
     outcome = Outcome()
     pending = []
     by_key = {spec.key: spec for spec in specs}
@@ -90,24 +70,7 @@ def execute(
         counter[0] += 1  # tqdm stops counting when it is disabled (no terminal)
         _log_progress(counter[0], len(specs), progress.disable)
 
-    cells = group_by_cell(pending)
-    if executor == "ray" and cells:
-        from audit.run.ray_cluster import RayOptions, run_cells_on_ray
-
-        workers = run_cells_on_ray(cells, inputs, devices, record, ray_options or RayOptions())
-        outcome.environment = {"executor": "ray", "ray_workers": workers}
-    elif executor == "ray":
-        outcome.environment = {"executor": "ray"}
-    elif len(devices) <= 1:
-        device = torch.device(devices[0]) if devices else torch.device("cpu")
-        builder = CellBuilder(inputs, cells[0][0].train.input_size, device) if cells else None
-        for cell in cells:
-            for item in run_cell(cell, inputs, device, builder):
-                record(item)
-    else:
-        from audit.run.local import run_cells_in_processes
-
-        run_cells_in_processes(cells, inputs, devices, record)
+    executor.run(group_by_cell(pending), inputs, record)
     progress.close()
     return outcome
 

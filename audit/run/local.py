@@ -1,4 +1,5 @@
-"""Where runs go when one device is not enough: one worker process per local device.
+"""Where runs go when one device is not enough: one worker process per local device
+(:class:`LocalProcessesExecutor`).
 
 Workers receive the audit's inputs once, at start-up, then whole cells (all models of one
 confounder x level x fold), so each cell is confounded once. Results come back to the driver,
@@ -19,6 +20,8 @@ import torch
 
 from audit.plan.grid import RunSpec
 from audit.run.cells import AuditInputs, CellBuilder, RunFailure, failure_reason, run_cell
+from audit.run.executor import Executor, Record
+from audit.train.device import environment_fingerprint
 from audit.train.engine import RunResult
 
 log = logging.getLogger(__name__)
@@ -76,3 +79,22 @@ def run_cells_in_processes(
         except BaseException:  # interrupted: queued cells never start; finished runs are kept
             pool.shutdown(wait=False, cancel_futures=True)
             raise
+
+
+class LocalProcessesExecutor(Executor):
+    """One spawned worker process per device (``cuda:0,cuda:1`` or ``cpu,cpu``); the CPU
+    threads are shared out between the CPU workers."""
+
+    name = "local-processes"
+
+    def __init__(self, devices: Sequence[str]) -> None:
+        if len(devices) < 2:
+            raise ValueError("local worker processes need two or more devices")
+        self.devices = tuple(devices)
+
+    def run(self, cells: Sequence[list[RunSpec]], inputs: AuditInputs, record: Record) -> None:
+        if cells:
+            run_cells_in_processes(cells, inputs, self.devices, record)
+
+    def environment(self, deterministic: bool) -> dict[str, Any]:
+        return environment_fingerprint(torch.device(self.devices[0]), deterministic)

@@ -31,6 +31,7 @@ import numpy as np
 from audit.errors import UsageError
 from audit.plan.grid import RunSpec
 from audit.run.cells import AuditInputs, RunFailure, run_cell
+from audit.run.executor import Executor, Record
 from audit.train.engine import RunResult
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,31 @@ class RayOptions:
             raise UsageError(f"`ray_cpus_per_task` {self.cpus_per_task}: use 1 or more")
         if self.max_retries < 0:
             raise UsageError(f"max_retries={self.max_retries}: use 0 or more")
+
+
+class RayExecutor(Executor):
+    """Each cell a Ray task (see the module docstring). ``devices`` is ``()`` (the cluster's GPUs
+    decide), ``("cpu",)`` or ``("cuda",)``."""
+
+    name = "ray"
+
+    def __init__(self, options: RayOptions, devices: Sequence[str] = ()) -> None:
+        self.options, self.devices = options, tuple(devices)
+        self.workers: list[dict[str, str]] = []
+
+    def run(self, cells: Sequence[list[RunSpec]], inputs: AuditInputs, record: Record) -> None:
+        if cells:
+            self.workers = run_cells_on_ray(cells, inputs, self.devices, record, self.options)
+
+    def environment(self, deterministic: bool) -> dict[str, Any]:
+        """The first worker that reported, and all of them; with every run reused, the driver's."""
+        import torch
+
+        from audit.train.device import environment_fingerprint
+
+        if not self.workers:
+            return {**environment_fingerprint(torch.device("cpu")), "executor": "ray"}
+        return {**self.workers[0], "executor": "ray", "ray_workers": self.workers}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,278 @@
+"""The seams where users extend medaudit: data sources, executors and output formats.
+
+Exhaustiveness (pip-audit's habit): every choice the command line offers maps to a registered
+implementation, and every registered implementation is offered. Then a data source, an executor
+and an output format defined here, outside the package, are registered and used by a whole
+`medaudit check` with no edit to medaudit's files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from audit import cli
+from audit.data import registry
+from audit.data.items import PlannedImage, SourcePlan
+from audit.data.source import DataRequest, DataSource
+from audit.models.tiny import TinyResNet
+from audit.report import outputs
+from audit.run import executors
+from audit.run.executor import Executor, InProcessExecutor, Record
+from audit.schema import validate_results
+
+DATA = Path(__file__).parent / "data"
+
+
+def subcommand(name: str) -> argparse.ArgumentParser:
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[name]
+
+
+def choices_of(command: str, flag: str) -> tuple[str, ...]:
+    action = next(a for a in subcommand(command)._actions if flag in a.option_strings)
+    return tuple(action.choices)
+
+
+# --- exhaustiveness ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["check", "probe"])
+def test_every_source_choice_is_a_registered_file_source_and_every_one_is_offered(command) -> None:
+    offered = choices_of(command, "--source")
+    file_sources = [s for s in registry.all_sources() if s.reads_files]
+    assert sorted(offered) == sorted(s.name for s in file_sources)
+    for source in file_sources:
+        assert type(source).detect is not DataSource.detect, f"{source.name} cannot be detected"
+        assert type(source).plan is not DataSource.plan, f"{source.name} lists no cases"
+        assert source.title and source.looked_for and source.modalities
+    generated = [s for s in registry.all_sources() if not s.reads_files]
+    assert [s.name for s in generated] == ["synthetic"], "--synthetic is the one made source"
+    assert type(generated[0]).generate is not DataSource.generate
+
+
+def test_built_in_sources_are_named_without_importing_them() -> None:
+    """The declared names (for the command line's choices) agree with the implementations."""
+    assert set(registry.file_source_names()) >= {"nih-cxr14", "lidc-idri", "manifest"}
+    for source in registry.all_sources():
+        assert registry.get_source(source.name) is source
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register_source(type(registry.get_source("manifest"))())
+    with pytest.raises(ValueError, match="built in"):
+        registry.unregister_source("nih-cxr14")
+
+
+def test_only_nih_holds_the_study_lists_and_official_lists() -> None:
+    from audit.constants import PROTOCOLS
+
+    for protocol in PROTOCOLS:
+        assert [s.name for s in registry.sources_with_protocol(protocol)] == ["nih-cxr14"]
+    lists = registry.official_lists_of("nih-cxr14")
+    assert lists is not None and lists.test == "nih/test"
+    assert registry.official_lists_of("manifest") is None
+
+
+@pytest.mark.parametrize("command", ["check", "demo"])
+def test_every_executor_choice_is_registered_and_every_kind_is_offered(command) -> None:
+    assert choices_of(command, "--executor") == executors.executor_names()
+    assert set(executors.executor_names()) >= {"local", "ray"}
+    for kind in executors.executor_kinds():
+        assert kind.summary and callable(kind.build) and callable(kind.resolve_devices)
+
+
+def test_each_built_in_kind_builds_its_executor() -> None:
+    local = executors.build_executor("local", ("cpu",))
+    assert isinstance(local, InProcessExecutor) and local.device == "cpu"
+    from audit.run.local import LocalProcessesExecutor
+
+    assert isinstance(executors.build_executor("local", ("cpu", "cpu")), LocalProcessesExecutor)
+    pytest.importorskip("ray")
+    from audit.run.ray_cluster import RayExecutor
+
+    ray = executors.build_executor("ray", ("cpu",), {"ray_cpus_per_task": 2})
+    assert isinstance(ray, RayExecutor) and ray.options.cpus_per_task == 2
+
+
+def test_an_option_of_one_executor_is_refused_with_another() -> None:
+    from audit.errors import UsageError
+    from audit.resolve.devices import ExecutorChoice
+
+    with pytest.raises(UsageError, match="`ray_address` works with `executor` ray only"):
+        ExecutorChoice("local", {"ray_address": "head:6379"})
+    assert ExecutorChoice("ray", {"ray_address": "head:6379"}).options == {
+        "ray_address": "head:6379"
+    }
+
+
+def test_every_output_format_renders_a_finished_document_and_no_report_skips_only_the_pdf(
+    tmp_path, capsys
+) -> None:
+    names = [f.name for f in outputs.output_formats()]
+    assert names[0] == "results.json" and names[-1] == "console"
+    assert set(names) >= {"results.json", "junit.xml", "report.pdf", "console"}
+    results = json.loads((DATA / "report_results.json").read_text())
+    (tmp_path / "report.pdf").write_bytes(b"an earlier audit's report")
+    written = outputs.write_finished(results, tmp_path, skip=["report.pdf"])
+    assert written["report.pdf"] is None and not (tmp_path / "report.pdf").exists()
+    validate_results(json.loads(written["results.json"].read_text()))
+    suite = ET.parse(written["junit.xml"]).getroot()
+    assert suite.tag == "testsuite" and int(suite.get("tests")) >= 1
+    printed = capsys.readouterr().out
+    assert f"results: {written['results.json']}" in printed and "overall:" in printed
+    with pytest.raises(ValueError, match="cannot be skipped"):
+        outputs.write_finished(results, tmp_path, skip=["results.json"])
+
+
+def test_the_pdf_format_embeds_the_results_json_it_renders(tmp_path) -> None:
+    from pypdf import PdfReader
+
+    results = json.loads((DATA / "golden" / "probe_results.json").read_text())
+    written = outputs.write_finished(results, tmp_path, skip=["console"])
+    reader = PdfReader(written["report.pdf"])
+    embedded = reader.attachments["results.json"][0]
+    assert embedded == written["results.json"].read_bytes()
+
+
+# --- a data source, an executor and an output format from outside the package ----------------
+
+
+class TsvFolderSource(DataSource):
+    """A hospital export: ``cases.tsv`` (file, label, patient) beside the PNGs."""
+
+    name = "tsv-folder"
+    title = "a TSV-listed folder"
+    modalities = ("cxr",)
+    looked_for = "cases.tsv (a TSV-listed folder)"
+    detect_order = 5
+
+    def detect(self, path: Path) -> str | None:
+        return "cases.tsv" if path.is_dir() and (path / "cases.tsv").is_file() else None
+
+    def plan(self, request: DataRequest) -> SourcePlan:
+        rows = [line.split("\t") for line in (request.path / "cases.tsv").read_text().split("\n")]
+        entries = tuple(
+            PlannedImage(request.path / name, ref=name, patient=patient, label=int(label))
+            for name, label, patient in (row for row in rows if len(row) == 3)
+        )
+        return SourcePlan(self.name, entries, "a TSV-listed folder", {"rows": len(entries)})
+
+
+class ReversedExecutor(Executor):
+    """Runs the cells last to first in this process: the verdict must not depend on order."""
+
+    name = "reversed"
+
+    def __init__(self) -> None:
+        self.inner = InProcessExecutor("cpu")
+        self.cells_run = 0
+
+    def run(self, cells: Sequence[list], inputs: Any, record: Record) -> None:
+        self.cells_run += len(cells)
+        self.inner.run(list(reversed(cells)), inputs, record)
+
+    def environment(self, deterministic: bool) -> dict[str, Any]:
+        return {**self.inner.environment(deterministic), "executor": self.name}
+
+
+class VerdictLine(outputs.OutputFormat):
+    """A one-line text file a dashboard could read."""
+
+    name = "verdict.txt"
+    file_name = "verdict.txt"
+
+    def write(
+        self, results: Mapping[str, Any], out_dir: Path, written: Mapping[str, Path | None]
+    ) -> Path | None:
+        path = Path(out_dir) / self.file_name
+        path.write_text(f"{results['verdict']['overall']} {written['results.json'].name}\n")
+        return path
+
+
+@pytest.fixture
+def extensions():
+    built: list[ReversedExecutor] = []
+
+    def build(devices: tuple[str, ...], options: Mapping[str, Any]) -> Executor:
+        built.append(ReversedExecutor())
+        return built[-1]
+
+    registry.register_source(TsvFolderSource())
+    executors.register_executor(executors.ExecutorKind("reversed", "cells last to first", build))
+    outputs.register_output_format(VerdictLine())
+    yield built
+    registry.unregister_source("tsv-folder")
+    executors.unregister_executor("reversed")
+    outputs.unregister_output_format("verdict.txt")
+
+
+@pytest.fixture(scope="module")
+def tsv_folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("export")
+    rng = np.random.default_rng(0)
+    lines = []
+    for n in range(40):
+        label = n % 2
+        pixels = rng.normal(110 + 30 * label, 25, (32, 32)).clip(0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(root / f"scan{n}.png")
+        lines.append(f"scan{n}.png\t{label}\tpatient{n}")
+    (root / "cases.tsv").write_text("\n".join(lines))
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    paths = folder / "user.pt", folder / "reference.pt"
+    for path in paths:
+        torch.save(TinyResNet(width=8).state_dict(), path)
+    return paths
+
+
+def audit(models: tuple[Path, Path], data: Path, out: Path, cache: Path, *more: str) -> dict:
+    user, reference = models
+    code = cli.main([
+        "--quiet", "check", str(user), "--modality", "cxr", "--data", str(data),
+        "--reference", str(reference), "--out", str(out), "--cache-dir", str(cache),
+        "--confounders", "tag", "--levels", "0,1", "--folds", "2", "--epochs", "1",
+        "--max-steps", "1", "--batch-size", "8", "--input-size", "32", "--image-size", "32",
+        "--resamples", "100", "--deterministic", "--no-report", *more,
+    ])  # fmt: skip
+    assert code in (0, 1, 3), "a completed audit exits with a verdict code"
+    return json.loads((out / "results.json").read_text())
+
+
+def test_a_source_executor_and_format_from_outside_audit_end_to_end(
+    extensions, tsv_folder, tiny_models, tmp_path, capsys
+) -> None:
+    cache = tmp_path / "cache"
+    code = cli.main(["check", str(tiny_models[0]), "--modality", "cxr", "--data",
+                     str(tsv_folder), "--dry-run", "--json", "--cache-dir", str(cache)])  # fmt: skip
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0 and summary["source"] == "tsv-folder" and summary["detected"] is True
+    assert summary["images"] == 40 and summary["patients"] == 40
+
+    theirs = audit(tiny_models, tsv_folder, tmp_path / "a", cache, "--executor", "reversed")
+    assert extensions and extensions[0].cells_run == 4, "the audit's cells ran on our executor"
+    assert theirs["data"]["source"] == "tsv-folder" and theirs["status"]["complete"]
+    assert theirs["environment"]["executor"] == "reversed"
+    assert (tmp_path / "a" / "verdict.txt").read_text().split() == [
+        theirs["verdict"]["overall"],
+        "results.json",
+    ]
+
+    ours = audit(tiny_models, tsv_folder, tmp_path / "b", cache, "--source", "tsv-folder")
+    assert {r["key"]: r["auc"] for r in ours["runs"]} == {
+        r["key"]: r["auc"] for r in theirs["runs"]
+    }
+    assert ours["verdict"] == theirs["verdict"], "the same plan gives the same verdict anywhere"
