@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from audit.models.architectures import Backbone
-from audit.models.candidates import Built
+from audit.models.architectures import Backbone, Built
 from audit.models.recognise import Recognised
 
 _COUNTER = "num_batches_tracked"
@@ -47,7 +46,7 @@ def build_backbone(found: Recognised) -> Backbone:
 
 def _build(found: Recognised, device: torch.device) -> Built:
     with device:
-        built = found.candidate.build(found.weights)
+        built = found.architecture.build(found.weights)
         if found.in_channels == 1 and found.first_conv is not None:
             make_gray(built.backbone.module, found.first_conv.removesuffix(".weight"))
     return built

@@ -15,6 +15,9 @@ Each source normalised its inputs its own way: the official PyTorch example maps
 preprocessing (RGB to BGR, minus the BGR channel means [103.939, 116.779, 123.68]) and a 1/255
 rescale, and the port and the mirror carry those Keras weights. The formats name the layout so
 the run spec records which one, and with it how the source normalised its inputs.
+
+The official file's numeric names are `SEQUENTIAL_CHILDREN`, a key layout that the architecture
+registry attaches to the ResNets (whose children it names); the generic clean-up knows nothing of it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import re
 
 import torch
 from torch import nn
+
+from audit.models.state_dicts import KeyLayout, StateDict
 
 OFFICIAL = "radimagenet-official"
 KERAS_PORT = "radimagenet-keras-port"
@@ -44,7 +49,7 @@ _CHILD_KEY = re.compile(r"^(\d+)\.(.+)$")
 _KERAS_EPS = 1.001e-5
 
 
-def from_sequential_children(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+def from_sequential_children(state_dict: StateDict) -> StateDict | None:
     """Rename `0.*`, `1.*`, `4.*`..`7.*` to torchvision ResNet names; None if not that layout."""
     if "4.0.conv1.weight" not in state_dict:
         return None
@@ -55,6 +60,14 @@ def from_sequential_children(state_dict: dict[str, torch.Tensor]) -> dict[str, t
             return None
         renamed[f"{_CHILD_NAMES[int(match.group(1))]}.{match.group(2)}"] = value
     return renamed
+
+
+# torchvision's ResNets and KerasResNet50 share these children, so both are registered with it.
+SEQUENTIAL_CHILDREN = KeyLayout(
+    SEQUENTIAL_LAYOUT,
+    from_sequential_children,
+    "mapped nn.Sequential(*resnet.children()) indices 0,1,4-7 to conv1, bn1, layer1-4",
+)
 
 
 class KerasBottleneck(nn.Module):

@@ -4,29 +4,34 @@ Key names alone are ambiguous: torchvision's ResNet50 and the Keras-style port s
 EfficientNet B0 and B1 differ only in how many blocks each stage has. So a candidate fits only when
 every backbone key is present with its exact shape and nothing unexplained is left over; when none
 fits, the closest misfits are reported, so a user can tell a wrong `--arch` from a damaged file.
+
+The candidates are the registry's (`architectures.py`); each generic reading of the keys
+(`state_dicts.views`) is tried as it is and then through each candidate's own key layouts, so a
+layout such as RadImageNet's `nn.Sequential` numbering is known only to the architectures it fits.
 """
 
 from __future__ import annotations
 
-import difflib
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from audit.errors import UsageError
-from audit.models.candidates import (
-    FAMILY_LABELS,
-    FAMILY_MARKERS,
+from audit.models.architectures import (
+    TIMM_FAMILY,
     TIMM_PREFIX,
+    Architecture,
     Built,
-    Candidate,
-    all_candidates,
-    timm_candidate,
+    architecture_names,
+    architectures,
+    families,
+    get_architecture,
+    timm_architecture,
 )
-from audit.models.state_dicts import StateDict, View, views
+from audit.models.state_dicts import KeyLayout, StateDict, View, views
 
 Shape = tuple[int, ...]
 _COUNTER = "num_batches_tracked"  # absent from pre-0.4 checkpoints; filled with 0 when missing
@@ -45,7 +50,7 @@ class Signature:
 class Fit:
     """How one candidate's backbone compares with one reading of the checkpoint."""
 
-    candidate: Candidate
+    architecture: Architecture
     view: View
     missing: tuple[str, ...]
     unexpected: tuple[str, ...]
@@ -82,7 +87,7 @@ class Fit:
 class Recognised:
     """A checkpoint matched to an architecture: what the builder needs, and what to record."""
 
-    candidate: Candidate
+    architecture: Architecture
     weights: StateDict  # the backbone's keys only, named as the architecture names them
     in_channels: int
     first_conv: str | None  # key of the first convolution's weight
@@ -92,7 +97,7 @@ class Recognised:
 
     @property
     def arch(self) -> str:
-        return self.candidate.arch
+        return self.architecture.name
 
 
 def recognise(
@@ -107,50 +112,60 @@ def recognise(
     `arch` (the user's --arch) restricts the search to that one; `hints` are architecture names the
     checkpoint's own metadata gives (timm's `args.model`), tried through timm when it is installed.
     """
-    forced = [resolve_arch(arch)] if arch is not None else None
+    forced = [get_architecture(arch)] if arch is not None else None
+    candidates = forced or [*architectures(), *_hinted(hints)]
     fits: list[Fit] = []
     for view in views(state_dict):
-        for candidate in forced or _plausible(view.state_dict, hints):
-            fit = compare(candidate, signature(candidate, view.state_dict), view)
+        for candidate, reading in _attempts(view, candidates, check_markers=forced is None):
+            fit = compare(candidate, signature(candidate, reading.state_dict), reading)
             if fit.ok:
                 return _recognised(fit)
             fits.append(fit)
     raise _no_fit(state_dict, arch, fits, source)
 
 
-def resolve_arch(arch: str) -> Candidate:
-    """The candidate for a user-given --arch name; unknown names get the closest ones."""
-    if arch.startswith(TIMM_PREFIX):
-        return timm_candidate(arch[len(TIMM_PREFIX) :])
-    by_name = {c.arch: c for c in all_candidates()}
-    if arch in by_name:
-        return by_name[arch]
-    close = difflib.get_close_matches(arch, list(by_name), n=3, cutoff=0.5)
-    hint = f"closest: {', '.join(close)}; " if close else ""
-    raise UsageError(
-        f"unknown architecture {arch!r} for `arch`; {hint}accepted: {', '.join(by_name)}, "
-        f"or {TIMM_PREFIX}NAME for a timm model"
-    )
+def _attempts(
+    view: View, candidates: list[Architecture], *, check_markers: bool
+) -> Iterator[tuple[Architecture, View]]:
+    """Every candidate on the reading as it is, then each key layout's reading with the
+    candidates that registered it; without `--arch`, only those whose family markers it has."""
+    by_layout: dict[KeyLayout, list[Architecture]] = {}
+    for candidate in candidates:
+        for layout in candidate.layouts:
+            by_layout.setdefault(layout, []).append(candidate)
+    yield from _marked(view, candidates, check_markers)
+    for layout, users in by_layout.items():  # remapped only when the plain reading did not fit
+        mapped = layout.read(view)
+        if mapped is not None:
+            yield from _marked(mapped, users, check_markers)
 
 
-def build_on_meta(candidate: Candidate, hint: StateDict) -> Built:
+def _marked(
+    reading: View, candidates: list[Architecture], check_markers: bool
+) -> Iterator[tuple[Architecture, View]]:
+    for candidate in candidates:
+        if not check_markers or _has_markers(candidate, reading.state_dict):
+            yield candidate, reading
+
+
+def build_on_meta(architecture: Architecture, hint: StateDict) -> Built:
     """Build without memory or initialisation cost: only names and shapes are needed here."""
     with torch.device("meta"):
-        return candidate.build(hint)
+        return architecture.build(hint)
 
 
-def signature(candidate: Candidate, hint: StateDict) -> Signature:
-    if candidate.uses_hint or candidate.family == "timm":
-        return _signature_of(build_on_meta(candidate, hint))
-    return _builtin_signature(candidate.arch)
+def signature(architecture: Architecture, hint: StateDict) -> Signature:
+    if architecture.uses_hint or architecture.family == TIMM_FAMILY:
+        return _signature_of(build_on_meta(architecture, hint))
+    return _fixed_signature(architecture)
 
 
 @functools.cache
-def _builtin_signature(arch: str) -> Signature:
-    """Memoised per process: an architecture's names and shapes never change, and building a
-    family's eight EfficientNets on meta for every file would cost seconds."""
-    candidate = next(c for c in all_candidates() if c.arch == arch)
-    return _signature_of(build_on_meta(candidate, {}))
+def _fixed_signature(architecture: Architecture) -> Signature:
+    """Memoised per process (per entry, not per name, so a re-registered name is rebuilt): an
+    architecture's names and shapes never change, and building a family's eight EfficientNets on
+    meta for every file would cost seconds."""
+    return _signature_of(build_on_meta(architecture, {}))
 
 
 def _signature_of(built: Built) -> Signature:
@@ -167,7 +182,7 @@ def first_conv_key(module: nn.Module) -> str | None:
     return None
 
 
-def compare(candidate: Candidate, sig: Signature, view: View) -> Fit:
+def compare(architecture: Architecture, sig: Signature, view: View) -> Fit:
     expected, first = sig.shapes, sig.first_conv
     head_modules = {k.rsplit(".", 1)[0] for k in sig.head_keys}
     missing = tuple(k for k in expected if k not in view.state_dict and _COUNTER not in k)
@@ -186,7 +201,7 @@ def compare(candidate: Candidate, sig: Signature, view: View) -> Fit:
         else:
             unexpected.append(key)
     return Fit(
-        candidate, view, missing, tuple(unexpected), tuple(mismatched), first, gray,
+        architecture, view, missing, tuple(unexpected), tuple(mismatched), first, gray,
         had_head or bool(view.set_aside), frozenset(expected),
     )  # fmt: skip
 
@@ -198,20 +213,24 @@ def _is_gray_version(found: Shape, expected: Shape) -> bool:
     return (found[0], *found[2:]) == (expected[0], *expected[2:])
 
 
-def _plausible(state_dict: StateDict, hints: Iterable[str]) -> list[Candidate]:
-    keys = state_dict.keys()
-    families = {f for f, markers in FAMILY_MARKERS.items() if all(m in keys for m in markers)}
-    found = [c for c in all_candidates() if c.family in families]
+def _has_markers(architecture: Architecture, state_dict: StateDict) -> bool:
+    """A registered family is tried only on keys with all its markers; timm's, when named."""
+    family = families().get(architecture.family)
+    return family is None or all(m in state_dict for m in family.markers)
+
+
+def _hinted(hints: Iterable[str]) -> list[Architecture]:
+    found = []
     for name in hints:
         try:
-            found.append(timm_candidate(name))
+            found.append(timm_architecture(name))
         except UsageError:
             continue  # timm missing or the name unknown to it: the built-ins still apply
     return found
 
 
 def _recognised(fit: Fit) -> Recognised:
-    expected = fit.candidate.arch
+    expected = fit.architecture.name
     notes = list(fit.view.notes)
     if fit.gray:
         notes.append(
@@ -219,7 +238,7 @@ def _recognised(fit: Fit) -> Recognised:
             "channel before it"
         )
     return Recognised(
-        candidate=fit.candidate,
+        architecture=fit.architecture,
         weights={k: v for k, v in fit.view.state_dict.items() if k in fit.backbone_keys},
         in_channels=1 if fit.gray else 3,
         first_conv=fit.first_conv,
@@ -233,8 +252,8 @@ def _no_fit(state_dict: StateDict, arch: str | None, fits: list[Fit], source: st
     if arch is not None:
         best = min(fits, key=lambda f: f.problems)
         return UsageError(f"{source} does not fit `arch` {arch}: {best.describe()}")
-    checked = "; ".join(FAMILY_LABELS.values())
-    names = ", ".join(c.arch for c in all_candidates())
+    checked = "; ".join(family.label for family in families().values())
+    names = ", ".join(architecture_names())
     if not fits:
         sample = ", ".join(list(state_dict)[:3])
         return UsageError(
@@ -243,9 +262,9 @@ def _no_fit(state_dict: StateDict, arch: str | None, fits: list[Fit], source: st
             f"{TIMM_PREFIX}NAME with timm installed)"
         )
     ranked = _distinct(sorted(fits, key=lambda f: f.problems))
-    closest = f"{ranked[0].candidate.arch}: {ranked[0].describe()}"
+    closest = f"{ranked[0].architecture.name}: {ranked[0].describe()}"
     if len(ranked) > 1:
-        closest += f"; next {ranked[1].candidate.arch} ({ranked[1].problems} differences)"
+        closest += f"; next {ranked[1].architecture.name} ({ranked[1].problems} differences)"
     return UsageError(
         f"could not recognise the architecture of {source}: no candidate fits exactly; closest "
         f"{closest}; check the file is complete, or name it with `arch` ({names})"
@@ -256,7 +275,7 @@ def _distinct(fits: list[Fit]) -> list[Fit]:
     seen: set[str] = set()
     out = []
     for fit in fits:
-        if fit.candidate.arch not in seen:
-            seen.add(fit.candidate.arch)
+        if fit.architecture.name not in seen:
+            seen.add(fit.architecture.name)
             out.append(fit)
     return out

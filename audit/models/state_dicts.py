@@ -4,19 +4,22 @@ Training code rarely saves a bare state_dict: it nests it under `state_dict` wit
 optimizer, keeps an EMA copy beside it, and DataParallel / torch.compile / Lightning modules add
 `module.`, `_orig_mod.` or `model.` to every key. All of that clean-up lives here (timm's habit: one
 helper every loader uses), so recognition only ever sees keys as the architecture names them.
+
+This module knows no model: a layout that belongs to particular architectures (RadImageNet's
+`nn.Sequential(*resnet.children())` numbering) is a `KeyLayout` registered beside them, and
+recognition applies it to each generic reading made here. The one exception is torchvision's own
+rename of pre-0.3 DenseNet keys, kept here because torchvision's loader applies it to any file.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
-
-from audit.models.radimagenet import SEQUENTIAL_LAYOUT, from_sequential_children
 
 StateDict = dict[str, torch.Tensor]
 
@@ -44,6 +47,25 @@ class View:
     layout: str = "plain"
     set_aside: tuple[str, ...] = ()  # keys left out of the backbone (a head outside the prefix)
     notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class KeyLayout:
+    """Another way one architecture's keys get saved, registered beside that architecture.
+
+    `remap` renames a reading's keys to the architecture's own names, or returns None when the
+    keys are not in this layout; `note` is what recognition records when it was used.
+    """
+
+    name: str
+    remap: Callable[[StateDict], StateDict | None]
+    note: str
+
+    def read(self, view: View) -> View | None:
+        mapped = self.remap(view.state_dict)
+        if mapped is None:
+            return None
+        return View(mapped, self.name, view.set_aside, (*view.notes, self.note))
 
 
 def is_state_dict(obj: Any) -> bool:
@@ -90,9 +112,10 @@ def _search(obj: Any, where: str, depth: int) -> tuple[StateDict, str] | None:
 
 
 def views(state_dict: StateDict) -> Iterator[View]:
-    """Readings of the keys, most likely first: wrapper prefixes stripped, then alternatives."""
+    """Generic readings of the keys, most likely first: wrapper prefixes stripped, then a head
+    outside a prefix set aside. Architecture-specific layouts are applied by recognition."""
     base, notes = strip_wrapper_prefixes(rename_old_densenet_keys(state_dict))
-    yield from _with_sequential(View(base, notes=notes))
+    yield View(base, notes=notes)
     for prefix in WRAPPER_PREFIXES:
         inside = {k[len(prefix) :]: v for k, v in base.items() if k.startswith(prefix)}
         outside = tuple(k for k in base if not k.startswith(prefix))
@@ -100,15 +123,16 @@ def views(state_dict: StateDict) -> Iterator[View]:
             continue
         stripped, more = strip_wrapper_prefixes(inside)
         note = f"used the keys under {prefix!r}; set aside {', '.join(outside)} as the head"
-        yield from _with_sequential(View(stripped, "plain", outside, (*notes, note, *more)))
+        yield View(stripped, "plain", outside, (*notes, note, *more))
 
 
-def _with_sequential(view: View) -> Iterator[View]:
+def readings(view: View, layouts: Iterable[KeyLayout]) -> Iterator[View]:
+    """`view` as it is, then through each of an architecture's layouts that applies to it."""
     yield view
-    mapped = from_sequential_children(view.state_dict)
-    if mapped is not None:
-        note = "mapped nn.Sequential(*resnet.children()) indices 0,1,4-7 to conv1, bn1, layer1-4"
-        yield View(mapped, SEQUENTIAL_LAYOUT, view.set_aside, (*view.notes, note))
+    for layout in layouts:
+        mapped = layout.read(view)
+        if mapped is not None:
+            yield mapped
 
 
 def strip_wrapper_prefixes(state_dict: StateDict) -> tuple[StateDict, tuple[str, ...]]:

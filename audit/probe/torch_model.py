@@ -24,12 +24,17 @@ from torch import nn
 
 from audit.errors import UsageError
 from audit.models import formats
-from audit.models.architectures import TORCHVISION_ARCHS
+from audit.models.architectures import TORCHVISION_ARCHS, KeyLayout
 from audit.models.building import make_gray
 from audit.models.checkpoints import Weights, read_weights
 from audit.models.recognise import Recognised, build_on_meta, recognise
 from audit.models.safe_unpickle import load_trusted_pickle
-from audit.models.state_dicts import rename_old_densenet_keys, strip_wrapper_prefixes, views
+from audit.models.state_dicts import (
+    readings,
+    rename_old_densenet_keys,
+    strip_wrapper_prefixes,
+    views,
+)
 from audit.probe.onnx_file import first_line
 
 EXPORT_HINT = "export the whole model to ONNX, or to TorchScript and allow it with `trust_code`"
@@ -106,9 +111,9 @@ def _torchvision_whole(path: Path, weights: Weights, arch: str | None) -> TorchM
             "the model as shipped, so save the state_dict with its head, or "
             f"{EXPORT_HINT.removeprefix('export ')}"
         )
-    head_keys = build_on_meta(found.candidate, {}).head_keys
+    head_keys = build_on_meta(found.architecture, {}).head_keys
     errors = []
-    for state_dict in _readings(weights.state_dict):
+    for state_dict in _readings(weights.state_dict, found.architecture.layouts):
         classes = _classes(state_dict, head_keys)
         if classes is None:
             continue
@@ -129,13 +134,18 @@ def _torchvision_whole(path: Path, weights: Weights, arch: str | None) -> TorchM
     )
 
 
-def _readings(state_dict: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-    """The checkpoint's key readings (prefixes stripped), each with any head set aside put back."""
+def _readings(
+    state_dict: dict[str, torch.Tensor], layouts: tuple[KeyLayout, ...]
+) -> list[dict[str, torch.Tensor]]:
+    """The checkpoint's key readings (prefixes stripped, then through the recognised
+    architecture's own layouts), each with any head set aside put back."""
     base, _ = strip_wrapper_prefixes(rename_old_densenet_keys(state_dict))
-    readings = []
+    found = []
     for view in views(state_dict):
-        readings.append({**view.state_dict, **{k: base[k] for k in view.set_aside if k in base}})
-    return readings
+        for reading in readings(view, layouts):
+            head = {k: base[k] for k in reading.set_aside if k in base}
+            found.append({**reading.state_dict, **head})
+    return found
 
 
 def _classes(state_dict: Mapping[str, torch.Tensor], head_keys: frozenset[str]) -> int | None:
