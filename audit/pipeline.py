@@ -330,7 +330,9 @@ def build_results(
 
 
 def run_audit(request: AuditRequest) -> AuditOutputs:
-    """Plan, run what is missing, analyse and write results.json, report.pdf and junit.xml."""
+    """Plan, run what is missing, analyse, and write every output format (results.json first,
+    junit.xml, report.pdf unless ``write_report`` is False, registered formats, and the console
+    summary unless ``summary`` is False)."""
     settings = request.settings
     out_dir = Path(request.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

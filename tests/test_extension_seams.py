@@ -62,7 +62,19 @@ def test_every_source_choice_is_a_registered_file_source_and_every_one_is_offere
 
 
 def test_built_in_sources_are_named_without_importing_them() -> None:
-    """The declared names (for the command line's choices) agree with the implementations."""
+    """The command line's choices cost no pandas, pydicom or scikit-learn import, and the
+    declared names agree with the implementations."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from audit.data.registry import file_source_names; "
+        "from audit.run.executors import executor_names; names = file_source_names(); "
+        "executor_names(); heavy = [m for m in ('pandas', 'pydicom', 'sklearn', 'torch') "
+        "if m in sys.modules]; print(','.join(names), heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["nih-cxr14,lidc-idri,manifest", "[]"]
     assert set(registry.file_source_names()) >= {"nih-cxr14", "lidc-idri", "manifest"}
     for source in registry.all_sources():
         assert registry.get_source(source.name) is source
@@ -138,6 +150,7 @@ def test_the_pdf_format_embeds_the_results_json_it_renders(tmp_path) -> None:
 
     results = json.loads((DATA / "golden" / "probe_results.json").read_text())
     written = outputs.write_finished(results, tmp_path, skip=["console"])
+    assert written["report.pdf"] is not None, "WeasyPrint could not render here (see the warning)"
     reader = PdfReader(written["report.pdf"])
     embedded = reader.attachments["results.json"][0]
     assert embedded == written["results.json"].read_bytes()
@@ -276,3 +289,132 @@ def test_a_source_executor_and_format_from_outside_audit_end_to_end(
         r["key"]: r["auc"] for r in theirs["runs"]
     }
     assert ours["verdict"] == theirs["verdict"], "the same plan gives the same verdict anywhere"
+
+
+# --- installed plugins: entry points ----------------------------------------------------------
+
+
+class NamedAsItsEntryPoint(TsvFolderSource):
+    name = "tsv-plugin"
+
+
+def test_installed_plugins_are_offered_by_name_and_loaded_on_first_use(monkeypatch, caplog) -> None:
+    """A distribution lists its source, executor kind and format under medaudit's groups; a
+    broken one, or one whose name differs from its entry point's, is one warning and skipped."""
+    from importlib.metadata import EntryPoint
+
+    from audit.common import plugins
+
+    here = __name__
+    points = {
+        registry.ENTRY_POINT_GROUP: [
+            EntryPoint("tsv-plugin", f"{here}:NamedAsItsEntryPoint", registry.ENTRY_POINT_GROUP),
+            EntryPoint("misnamed", f"{here}:TsvFolderSource", registry.ENTRY_POINT_GROUP),
+            EntryPoint("broken", "no_such_module_here:Source", registry.ENTRY_POINT_GROUP),
+        ],
+        executors.ENTRY_POINT_GROUP: [
+            EntryPoint("reversed-plugin", f"{here}:REVERSED_KIND", executors.ENTRY_POINT_GROUP)
+        ],
+        outputs.ENTRY_POINT_GROUP: [
+            EntryPoint("verdict.txt", f"{here}:VerdictLine", outputs.ENTRY_POINT_GROUP)
+        ],
+    }
+    monkeypatch.setattr(plugins, "entry_points", lambda group: points.get(group, []))
+    monkeypatch.setitem(registry._state, "plugins", False)
+    monkeypatch.setattr(executors, "_plugins_loaded", [False])
+    monkeypatch.setattr(outputs, "_plugins_loaded", [False])
+    try:
+        assert "tsv-plugin" in subcommand("check")._option_string_actions["--source"].choices
+        assert "reversed-plugin" in choices_of("check", "--executor")
+        assert registry.get_source("tsv-plugin").name == "tsv-plugin"
+        assert executors.get_executor_kind("reversed-plugin").summary == "cells last to first"
+        assert "verdict.txt" in [f.name for f in outputs.output_formats()]
+        assert "misnamed" not in [s.name for s in registry.all_sources()]
+        warned = " ".join(r.getMessage() for r in caplog.records)
+        assert "plugin misnamed" in warned and "plugin broken" in warned
+        assert "no_such_module_here" not in warned, "the type of the failure only, no detail"
+    finally:
+        registry._registered.pop("tsv-plugin", None)
+        executors._kinds.pop("reversed-plugin", None)
+        outputs._formats.pop("verdict.txt", None)
+
+
+def _build_reversed(devices: tuple[str, ...], options: Mapping[str, Any]) -> Executor:
+    return ReversedExecutor()
+
+
+REVERSED_KIND = executors.ExecutorKind("reversed-plugin", "cells last to first", _build_reversed)
+
+
+class SloppyExecutor(ReversedExecutor):
+    """Reports every run twice, one run nobody asked for, and drops the last cell."""
+
+    name = "sloppy"
+
+    def run(self, cells: Sequence[list], inputs: Any, record: Record) -> None:
+        from audit.run.cells import RunFailure
+
+        def twice(item: Any) -> None:
+            record(item)
+            record(item)
+
+        record(RunFailure("f" * 64, "a run of another audit"))
+        self.inner.run(list(cells)[:-1], inputs, twice)
+
+
+def test_an_executor_that_repeats_or_drops_runs_never_completes_the_audit(
+    tsv_folder, tiny_models, tmp_path, capsys
+) -> None:
+    executors.register_executor(
+        executors.ExecutorKind("sloppy", "repeats and drops", lambda d, o: SloppyExecutor())
+    )
+    registry.register_source(TsvFolderSource())
+    try:
+        user, reference = tiny_models
+        code = cli.main([
+            "--quiet", "check", str(user), "--modality", "cxr", "--data", str(tsv_folder),
+            "--reference", str(reference), "--out", str(tmp_path / "out"), "--cache-dir",
+            str(tmp_path / "cache"), "--confounders", "tag", "--levels", "0,1", "--folds", "2",
+            "--epochs", "1", "--max-steps", "1", "--batch-size", "8", "--input-size", "32",
+            "--image-size", "32", "--resamples", "100", "--no-report", "--executor", "sloppy",
+        ])  # fmt: skip
+    finally:
+        executors.unregister_executor("sloppy")
+        registry.unregister_source("tsv-folder")
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert code == 4 and results["status"]["complete"] is False
+    assert results["status"]["runs_total"] == 8 and results["status"]["runs_done"] == 6
+    assert results["status"]["runs_failed"] == 2, "the dropped cell's two runs are failures"
+    err = capsys.readouterr().err
+    assert err.count("not awaited; ignored") == 7, "six repeats and one stranger, none counted"
+    assert err.count("executor returned no result for this run") == 2
+
+
+class Exploding(outputs.OutputFormat):
+    name = "exploding.txt"
+    file_name = "exploding.txt"
+
+    def write(
+        self, results: Mapping[str, Any], out_dir: Path, written: Mapping[str, Path | None]
+    ) -> Path | None:
+        (Path(out_dir) / self.file_name).write_text("half")
+        raise RuntimeError("/home/PATIENT_NAME/secret")
+
+
+def test_a_failing_registered_format_is_one_warning_and_no_stale_file_stands(
+    tmp_path, caplog
+) -> None:
+    from audit.run.out_folder import claim_out_folder
+
+    outputs.register_output_format(Exploding())
+    try:
+        (tmp_path / "exploding.txt").write_text("an earlier audit's PASS")
+        with claim_out_folder(tmp_path, "medaudit check", "audit", {"margin": 0.05}):
+            assert not (tmp_path / "exploding.txt").exists(), "gone while the audit runs"
+        results = json.loads((DATA / "report_results.json").read_text())
+        written = outputs.write_finished(results, tmp_path, skip=["report.pdf", "console"])
+    finally:
+        outputs.unregister_output_format("exploding.txt")
+    assert written["exploding.txt"] is None and not (tmp_path / "exploding.txt").exists()
+    assert written["junit.xml"] is not None and "output exploding.txt not written" in caplog.text
+    assert "PATIENT_NAME" not in caplog.text

@@ -1,8 +1,9 @@
 """From a ``--data`` path to a :class:`Cohort`: detect the source, plan, decode once, cache.
 
-The stages, each in its own module: :mod:`detect` (which source), :mod:`nih`, :mod:`lidc`,
-:mod:`manifest` (which images, labels, patients), :mod:`decode` and :mod:`dicom` (pixels),
-:mod:`cache` (the decode-once store), :mod:`pseudonyms` (keyed hashes). This module joins them and
+The stages, each in its own module: :mod:`source` (the interface), :mod:`registry` (which
+source), :mod:`nih`, :mod:`lidc`, :mod:`manifest` (which images, labels, patients),
+:mod:`decode` and :mod:`dicom` (pixels), :mod:`cache` (the decode-once store),
+:mod:`pseudonyms` (keyed hashes). This module joins them and
 is the only one the command line needs: :func:`load_cohort`, :func:`describe_dry_run`,
 :func:`preset_split`.
 
@@ -401,12 +402,7 @@ def _overlap(record: dict) -> list[dict]:
     test = None if lists is None else subsets.get(lists.test)
     if train_val is not None and test is not None:
         shared = set(patients[train_val].tolist()) & set(patients[test].tolist())
-        rows.append(
-            {
-                "list": f"{record['source']} official",
-                "patients_in_training_pool_and_test": len(shared),
-            }
-        )
+        rows.append({"list": lists.label, "patients_in_training_pool_and_test": len(shared)})
     return rows
 
 

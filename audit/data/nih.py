@@ -231,7 +231,9 @@ class NihSource(DataSource):
     detect_order = 10
     protocols = PROTOCOLS
     official_lists = OfficialLists(
-        train_val=OFFICIAL_LISTS["train_val_list.txt"], test=OFFICIAL_LISTS["test_list.txt"]
+        train_val=OFFICIAL_LISTS["train_val_list.txt"],
+        test=OFFICIAL_LISTS["test_list.txt"],
+        label="nih official",
     )
 
     def detect(self, path: Path) -> str | None:

@@ -11,19 +11,17 @@ identifiers.
 from __future__ import annotations
 
 import importlib
-import logging
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from audit.common.plugins import load_plugins, plugin_points
 from audit.errors import UsageError
 
 if TYPE_CHECKING:  # the interface module imports numpy and Pillow; the command line needs neither
     from audit.data.source import DataSource, OfficialLists
 
 ENTRY_POINT_GROUP = "medaudit.data_sources"
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,6 +62,13 @@ def register_source(source: DataSource, *, replace: bool = False) -> DataSource:
     return source
 
 
+def unregister_source(name: str) -> None:
+    """Remove a source (a test's clean-up); the built-ins cannot be removed."""
+    if name in _BUILTIN_NAMES:
+        raise ValueError(f"{name!r} is built in")
+    _registered.pop(name, None)
+
+
 def _instantiate(target: str) -> DataSource:
     module, _, attr = target.partition(":")
     found = getattr(importlib.import_module(module), attr)
@@ -71,37 +76,22 @@ def _instantiate(target: str) -> DataSource:
 
 
 def _load_builtins() -> None:
-    if not _state["builtins"]:
-        _state["builtins"] = True
-        for declared in _BUILTIN:
-            source = _instantiate(declared.target)
-            if source.name != declared.name or source.reads_files != declared.reads_files:
-                raise RuntimeError(f"built-in source {declared.name} is declared wrongly")
-            _registered.setdefault(declared.name, source)
-
-
-def _plugin_points() -> list:
-    return list(entry_points(group=ENTRY_POINT_GROUP))
+    if _state["builtins"]:
+        return
+    for declared in _BUILTIN:
+        source = _instantiate(declared.target)
+        if source.name != declared.name or source.reads_files != declared.reads_files:
+            raise RuntimeError(f"built-in source {declared.name} is declared wrongly")
+        _registered.setdefault(declared.name, source)
+    _state["builtins"] = True  # only once every built-in imported: a failed import is retried
 
 
 def _load_plugins() -> None:
-    """Sources installed by other distributions, once per process; a broken one is skipped."""
+    """Sources installed by other distributions, once per process (``audit.common.plugins``)."""
     _load_builtins()
-    if _state["plugins"]:
-        return
-    _state["plugins"] = True
-    for point in _plugin_points():
-        try:
-            register_source(_instantiate(point.value))
-        except Exception as exc:  # noqa: BLE001 - a broken plugin must not stop medaudit
-            log.warning("data source plugin %s not loaded (%s)", point.name, type(exc).__name__)
-
-
-def unregister_source(name: str) -> None:
-    """Remove a source (a test's clean-up); the built-ins cannot be removed."""
-    if name in _BUILTIN_NAMES:
-        raise ValueError(f"{name!r} is built in")
-    _registered.pop(name, None)
+    if not _state["plugins"]:
+        _state["plugins"] = True
+        load_plugins(ENTRY_POINT_GROUP, register_source)
 
 
 def all_sources() -> tuple[DataSource, ...]:
@@ -116,7 +106,7 @@ def file_source_names() -> tuple[str, ...]:
     names = [d.name for d in _BUILTIN if d.reads_files]
     names += [n for n, s in _registered.items() if s.reads_files and n not in names]
     if not _state["plugins"]:
-        names += [p.name for p in _plugin_points() if p.name not in names]
+        names += [p.name for p in plugin_points(ENTRY_POINT_GROUP) if p.name not in names]
     return tuple(names)
 
 

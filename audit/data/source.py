@@ -57,7 +57,7 @@ class DataRequest:
     image_size: int = 256
     strict: bool = False
     hu_window: tuple[float, float] = DEFAULT_HU_WINDOW
-    source_options: Any = None
+    source_options: Any = field(default=None, repr=False)  # may hold a plugin's paths
     workers: int | None = None
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # larger declared images are left out
 
@@ -102,6 +102,7 @@ class OfficialLists:
 
     train_val: str
     test: str
+    label: str = "official"  # how the dry run names them ("nih official")
 
 
 class DataSource:

@@ -10,5 +10,6 @@ compared between subgroups instead. One module per job:
 * :mod:`~audit.probe.scores`: which output column is the score, on what scale;
 * :mod:`~audit.probe.cohort`: which images;
 * :mod:`~audit.probe.measures`, :mod:`~audit.probe.decide`: paired measures and the verdict;
-* :mod:`~audit.probe.pipeline`: the flow; :mod:`~audit.probe.outputs`: results.json, junit.xml.
+* :mod:`~audit.probe.pipeline`: the flow; :mod:`~audit.probe.outputs`: the console lines (the
+  files are written by ``audit.report.outputs``, as an audit's are).
 """

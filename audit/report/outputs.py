@@ -10,13 +10,17 @@ reads the results and the paths already written; it never reads models, data or 
 
 from __future__ import annotations
 
+import logging
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TextIO
 
+from audit.common.plugins import load_plugins
+
 RESULTS_JSON = "results.json"
+log = logging.getLogger(__name__)
 
 
 class OutputFormat(ABC):
@@ -73,6 +77,7 @@ class ReportPdf(OutputFormat):
     ) -> Path | None:
         from audit.report.render import render_report_or_warn
 
+        (Path(out_dir) / self.file_name).unlink(missing_ok=True)  # never an older report standing
         source = written.get(RESULTS_JSON)
         payload = source.read_bytes() if source is not None else None
         return render_report_or_warn(results, Path(out_dir) / self.file_name, results_json=payload)
@@ -127,8 +132,16 @@ def unregister_output_format(name: str) -> None:
     _formats.pop(name, None)
 
 
+ENTRY_POINT_GROUP = "medaudit.output_formats"
+_plugins_loaded = [False]
+
+
 def output_formats() -> tuple[OutputFormat, ...]:
-    """Every format in writing order: results.json, the other files, the console last."""
+    """Every format in writing order: results.json, the other files, the console last.
+    Formats installed by other distributions (``medaudit.output_formats``) are included."""
+    if not _plugins_loaded[0]:
+        _plugins_loaded[0] = True
+        load_plugins(ENTRY_POINT_GROUP, register_output_format)
     rank = {RESULTS_JSON: 0, "console": 2}
     return tuple(sorted(_formats.values(), key=lambda f: rank.get(f.name, 1)))
 
@@ -148,9 +161,38 @@ def write_finished(
             if output.file_name:
                 (out_dir / output.file_name).unlink(missing_ok=True)
             written[output.name] = None
-            continue
-        written[output.name] = output.write(results, out_dir, written)
+        elif output.name in _BUILTIN:
+            written[output.name] = output.write(results, out_dir, written)
+        else:
+            written[output.name] = _write_extra(output, results, out_dir, written)
     return written
+
+
+def _write_extra(
+    output: OutputFormat,
+    results: Mapping[str, Any],
+    out_dir: Path,
+    written: Mapping[str, Path | None],
+) -> Path | None:
+    """A registered format that fails is one warning: results.json and junit.xml stand and the
+    exit code stays the verdict's; its partial file is removed."""
+    try:
+        return output.write(results, out_dir, written)
+    except Exception as exc:  # noqa: BLE001 - a plugin's failure must not change the exit code
+        if output.file_name:
+            (out_dir / output.file_name).unlink(missing_ok=True)
+        log.warning("output %s not written (%s)", output.name[:60], type(exc).__name__)
+        return None
+
+
+def stale_output_files() -> tuple[str, ...]:
+    """Files a finished run writes that an unfinished one must not leave standing (results.json
+    and junit.xml are replaced by their unfinished versions instead)."""
+    return tuple(
+        f.file_name
+        for f in output_formats()
+        if f.file_name not in (None, RESULTS_JSON, "junit.xml")
+    )
 
 
 for _output in (ResultsJson(), JUnitXml(), ReportPdf(), ConsoleSummary()):

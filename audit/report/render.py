@@ -122,9 +122,3 @@ def render_report_or_warn(
             reason[:200],
         )
         return None
-
-
-def drop_stale_report(path: Path) -> None:
-    """An earlier report in --out would contradict the new results.json if no new one replaced it."""
-    if path.exists():
-        path.unlink()

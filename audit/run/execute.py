@@ -55,7 +55,13 @@ def execute(
     progress = _progress_bar(len(specs), outcome.reused)
     counter = [outcome.reused]
 
+    awaited = {spec.key for spec in pending}
+
     def record(item: RunResult | RunFailure) -> None:
+        if item.key not in awaited:  # not in the plan, or reported twice: never counted twice
+            log.warning("the executor reported run %s that was not awaited; ignored", item.key[:10])
+            return
+        awaited.discard(item.key)
         spec = by_key[item.key]
         if isinstance(item, RunFailure):
             log.error(
@@ -68,18 +74,22 @@ def execute(
             outcome.results.append(item)
         progress.update(1)
         counter[0] += 1  # tqdm stops counting when it is disabled (no terminal)
-        _log_progress(counter[0], len(specs), progress.disable)
+        _log_progress(counter[0], len(specs), len(outcome.failed), progress.disable)
 
     executor.run(group_by_cell(pending), inputs, record)
+    for key in sorted(awaited):  # an executor that dropped a run fails it: never a silent gap
+        record(RunFailure(key, f"the {executor.name} executor returned no result for this run"))
     progress.close()
     return outcome
 
 
-def _log_progress(done: int, total: int, bar_hidden: bool) -> None:
-    """Without a terminal (CI logs) report progress at every tenth of the runs instead of a bar."""
+def _log_progress(finished: int, total: int, failed: int, bar_hidden: bool) -> None:
+    """Without a terminal (CI logs) report progress at every tenth of the runs instead of a bar;
+    failed runs are finished but not done, and said so."""
     step = max(1, total // 10)
-    if bar_hidden and (done % step == 0 or done == total):
-        log.info("%d of %d runs done", done, total)
+    if bar_hidden and (finished % step == 0 or finished == total):
+        failures = f" ({failed} failed)" if failed else ""
+        log.info("%d of %d runs done%s", finished - failed, total, failures)
 
 
 def _progress_bar(total: int, done: int):  # noqa: ANN202 - tqdm's type is private

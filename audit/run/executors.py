@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from audit.common.plugins import load_plugins, plugin_points
 from audit.errors import UsageError
 
 if TYPE_CHECKING:
@@ -116,17 +117,36 @@ def unregister_executor(name: str) -> None:
     _kinds.pop(name, None)
 
 
+ENTRY_POINT_GROUP = "medaudit.executors"
+_plugins_loaded = [False]
+
+
+def _load_plugins() -> None:
+    """Kinds installed by other distributions (an ``ExecutorKind`` under the entry point)."""
+    if not _plugins_loaded[0]:
+        _plugins_loaded[0] = True
+        load_plugins(ENTRY_POINT_GROUP, register_executor)
+
+
 def executor_names() -> tuple[str, ...]:
-    return tuple(_kinds)
+    """The `--executor` choices: registered kinds, and installed plugins by their entry point's
+    name (loaded only when chosen)."""
+    names = list(_kinds)
+    if not _plugins_loaded[0]:
+        names += [p.name for p in plugin_points(ENTRY_POINT_GROUP) if p.name not in names]
+    return tuple(names)
 
 
 def executor_kinds() -> tuple[ExecutorKind, ...]:
+    _load_plugins()
     return tuple(_kinds.values())
 
 
 def get_executor_kind(name: str) -> ExecutorKind:
     from audit.resolve.constraints import SettingError
 
+    if name not in _kinds:
+        _load_plugins()
     kind = _kinds.get(name)
     if kind is None:
         raise SettingError("executor", name, " or ".join(_kinds))
@@ -166,8 +186,8 @@ register_executor(
 register_executor(
     ExecutorKind(
         "ray",
-        "each cell a task on a Ray cluster (needs the cluster extra: pip install "
-        "'medaudit[cluster]')",
+        "each cell a task on a Ray cluster; needs the cluster extra: pip install "
+        "'medaudit[cluster]'",
         _build_ray,
         ray_devices,
         options=("ray_address", "shared_cache", "ray_cpus_per_task"),

@@ -74,6 +74,7 @@ def claim_out_folder(
 
     A folder that cannot be created or written is a usage error now, not after the runs."""
     from audit.report.junit import write_unfinished_junit
+    from audit.report.outputs import stale_output_files
     from audit.schema import write_results
 
     out_dir = Path(out_dir)
@@ -96,7 +97,8 @@ def claim_out_folder(
             ) from None
         write_results(in_progress_record(command, what, thresholds), out_dir / "results.json")
         write_unfinished_junit(out_dir / "junit.xml", what)
-        (out_dir / "report.pdf").unlink(missing_ok=True)
+        for name in stale_output_files():  # report.pdf, and every registered format's file
+            (out_dir / name).unlink(missing_ok=True)
         yield out_dir
     finally:
         _unlock(handle)

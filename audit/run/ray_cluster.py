@@ -74,8 +74,10 @@ class RayExecutor(Executor):
     def __init__(self, options: RayOptions, devices: Sequence[str] = ()) -> None:
         self.options, self.devices = options, tuple(devices)
         self.workers: list[dict[str, str]] = []
+        self.ran = False
 
     def run(self, cells: Sequence[list[RunSpec]], inputs: AuditInputs, record: Record) -> None:
+        self.workers, self.ran = [], bool(cells)  # one audit's workers, never an earlier one's
         if cells:
             self.workers = run_cells_on_ray(cells, inputs, self.devices, record, self.options)
 
@@ -86,7 +88,8 @@ class RayExecutor(Executor):
         from audit.train.device import environment_fingerprint
 
         if not self.workers:
-            return {**environment_fingerprint(torch.device("cpu")), "executor": "ray"}
+            driver = {**environment_fingerprint(torch.device("cpu")), "executor": "ray"}
+            return {**driver, "ray_workers": []} if self.ran else driver
         return {**self.workers[0], "executor": "ray", "ray_workers": self.workers}
 
 
