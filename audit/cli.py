@@ -122,7 +122,17 @@ def _protocol_options(parser: argparse.ArgumentParser) -> None:
         "--config",
         type=Path,
         default=None,
-        help="settings file (default: ./medaudit.toml or [tool.medaudit] in ./pyproject.toml)",
+        help="settings file (default: ./medaudit.toml or [tool.medaudit] in ./pyproject.toml, "
+        "searched upwards from the current folder; settings from a file found that way are listed "
+        "on page 1 and in the console summary)",
+    )
+    proto.add_argument(
+        "--locked-config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a release gate's settings file: every threshold and training setting comes from "
+        "FILE, a flag that sets one is refused (exit 2), and no other file is searched for",
     )
     proto.add_argument(
         "--confounders",

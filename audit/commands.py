@@ -13,7 +13,18 @@ from typing import TYPE_CHECKING, Any
 
 from audit.constants import STUDY_FOLDS
 from audit.errors import ExitCode, UsageError
-from audit.resolve.settings import Settings, build_settings, find_config_file, read_config_table
+from audit.resolve.settings import (
+    FOUND,
+    LOCKED,
+    NAMED,
+    Settings,
+    SettingsOrigin,
+    build_settings,
+    dotted,
+    find_config_file,
+    read_config_table,
+    threshold_sources,
+)
 
 if TYPE_CHECKING:
     from audit.resolve.check import ResolvedCheck
@@ -58,14 +69,32 @@ def _parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
     return params
 
 
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    """Defaults <- config file <- flags (the layering itself is `build_settings`'s)."""
-    config_path = args.config or find_config_file(Path.cwd())
+# Each setting's command-line option (argparse's dest), for the locked-config refusal.
+_SETTING_DESTS = {
+    "levels": "levels", "folds": "folds", "repeats": "repeats", "seed": "seed",
+    "image_size": "image_size", "margin": "margin", "alpha": "alpha", "n_resamples": "resamples",
+    "with_random_init": "with_random_init", "confounders": "confounders",
+    "confounder_params": "param", "train.epochs": "epochs", "train.batch_size": "batch_size",
+    "train.lr": "lr", "train.patience": "patience", "train.max_steps_per_epoch": "max_steps",
+    "train.input_size": "input_size", "train.normalize": "normalize",
+    "train.deterministic": "deterministic",
+}  # fmt: skip
+
+
+def settings_from_args(args: argparse.Namespace) -> tuple[Settings, SettingsOrigin]:
+    """Defaults <- config file <- flags (the layering itself is `build_settings`'s), and where
+    each setting came from. ``--locked-config FILE`` takes every setting from FILE: a flag that
+    sets one is refused, and no file is searched for."""
+    locked = getattr(args, "locked_config", None)
+    if locked is not None and args.config is not None:
+        raise UsageError("give `config` or `locked_config`, not both")
+    config_path = locked or args.config or find_config_file(Path.cwd())
     file_values = read_config_table(config_path) if config_path else {}
     file_values.pop("reference_sha256", None)  # read by `reference fetch`, not an audit setting
+    how = LOCKED if locked else NAMED if args.config else FOUND if config_path else None
     if config_path:
-        log.info("settings from %s", config_path.name)
-    if config_path and not args.config:
+        log.info("settings from %s (%s)", config_path.name, how)
+    if how == FOUND:
         _refuse_found_plugins(file_values, config_path.name)
     train_flags = {
         "epochs": args.epochs,
@@ -91,7 +120,32 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         "confounder_params": _parse_params(args.param) or None,
         "train": {k: v for k, v in train_flags.items() if v is not None},
     }
-    return build_settings(file_values, flags)
+    given = [key for key, value in dotted(flags).items() if value is not None]
+    if locked is not None:
+        _refuse_unlocked(given, getattr(args, "confounder", []), config_path.name)
+    origin = SettingsOrigin(
+        file=config_path.name if config_path else None,
+        how=how,
+        from_file=dotted(file_values),
+        from_flags=tuple(given),
+    )
+    return build_settings(file_values, flags), origin
+
+
+def _refuse_unlocked(given: list[str], plugins: list[str], file_name: str) -> None:
+    """A locked audit (a release gate) takes its thresholds and training from one reviewed file."""
+    named = [
+        _SETTING_DESTS.get(key.split(".")[0] if key.startswith("confounder_params.") else key, key)
+        for key in given
+    ]
+    if plugins:
+        named.append("confounder")
+    if named:
+        options = ", ".join(f"`{name}`" for name in dict.fromkeys(named))
+        raise UsageError(
+            f"`locked_config` takes every setting from {file_name}; {options} set one on the "
+            f"command line: put it in {file_name}, or leave it out"
+        )
 
 
 def _command_line(args: argparse.Namespace) -> str:
@@ -164,8 +218,8 @@ def resolve_check_args(args: argparse.Namespace) -> ResolvedCheck:
     from audit.resolve.constraints import SettingError, check_setting
     from audit.resolve.devices import ExecutorChoice
 
+    settings, origin = settings_from_args(args)  # before any plugin is imported
     extra = _extra_confounders(args)
-    settings = settings_from_args(args)
     if extra:
         names = tuple(dict.fromkeys([*settings.confounders, *extra]))
         settings = dataclasses.replace(settings, confounders=names)
@@ -187,6 +241,7 @@ def resolve_check_args(args: argparse.Namespace) -> ResolvedCheck:
         ),
         protocol=None if args.synthetic else args.protocol,
         dry_run=args.dry_run,
+        origin=origin,
     )
     if not args.probe:
         return resolved
@@ -226,14 +281,19 @@ def run_check(args: argparse.Namespace) -> int:
         return _dry_run(args, resolved, data)
     from audit.run.out_folder import claim_out_folder
 
-    with claim_out_folder(args.out, _command_line(args), "audit", _declared(settings)):
+    declared = _declared(settings, resolved.origin)
+    with claim_out_folder(args.out, _command_line(args), "audit", declared):
         return _run_check(args, resolved, data, cache_dir)
 
 
-def _declared(settings: Settings) -> dict[str, Any]:
-    """The thresholds declared before the runs, as results.json records them meanwhile."""
+def _declared(settings: Settings, origin: SettingsOrigin) -> dict[str, Any]:
+    """The thresholds declared before the runs and where each came from, as results.json
+    records them meanwhile."""
     counted = list(settings.counted_levels) if settings.counted_levels else None
-    return {"margin": settings.margin, "alpha": settings.alpha, "counted_levels": counted}
+    return {
+        "margin": settings.margin, "alpha": settings.alpha, "counted_levels": counted,
+        "sources": threshold_sources(origin),
+    }  # fmt: skip
 
 
 def _run_check(
@@ -282,6 +342,7 @@ def _run_check(
         probe=probe_results,
         write_report=not args.no_report,
         inconclusive_exit=args.inconclusive_exit,
+        origin=resolved.origin,
     )
     outputs = run_audit(request)  # writes every output format, the console summary last
     return _exit_code(outputs.results, args.inconclusive_exit)
@@ -476,6 +537,9 @@ def _dry_run_text(summary: dict[str, Any]) -> str:
         f"patience {train['patience']}, input {train['input_size']} px, devices "
         f"{', '.join(resolved['devices']) or 'the cluster'}"
     )
+    from audit.report.formatting import settings_origin_text
+
+    lines.append(f"settings:  {settings_origin_text(resolved['settings_origin'])}")
     from audit.analysis.planning import power_lines
 
     lines.extend(power_lines(summary["power"]))

@@ -34,7 +34,7 @@ from audit.models.input_size import fit_input_size
 from audit.plan.grid import ModelRef, RunSpec, build_runs
 from audit.plan.splits import PatientSplit, SplitTable, split_table
 from audit.resolve.confounders import ResolvedConfounder
-from audit.resolve.settings import Settings
+from audit.resolve.settings import Settings, SettingsOrigin, threshold_sources
 from audit.run.cells import AuditInputs
 from audit.run.execute import Outcome, execute
 from audit.run.executor import Executor, InProcessExecutor
@@ -59,6 +59,7 @@ class AuditRequest:
     probe: Mapping[str, Any] | None = None  # `check --probe`: the probe's results, run first
     write_report: bool = True  # False: no report.pdf (render it later with `medaudit report`)
     summary: bool = True  # the console summary (audit.report.outputs.ConsoleSummary)
+    origin: SettingsOrigin = dataclasses.field(default_factory=SettingsOrigin)  # of each setting
     inconclusive_exit: int = 3  # the exit code an inconclusive verdict gets (0: counted as pass)
 
 
@@ -289,7 +290,9 @@ def build_results(
             "alpha": settings.alpha,
             "counted_levels": list(settings.counted_levels) if settings.counted_levels else None,
             "n_resamples": settings.n_resamples,
+            "sources": threshold_sources(request.origin),
         },
+        "settings_origin": request.origin.record(),
         "environment": dict(environment),
         "auc": auc,
         "operating": operating_summary(folds, settings.levels),

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from audit.report.formatting import settings_origin_text
+
 
 def audit_lines(results: Mapping[str, Any], written: Mapping[str, Path | None]) -> list[str]:
     """An audit's console summary: where its files are, then the verdict (never an incomplete
@@ -20,6 +22,9 @@ def audit_lines(results: Mapping[str, Any], written: Mapping[str, Path | None]) 
     verdict = results.get("verdict")
     if results.get("illustrative"):
         lines.append(f"({results['illustrative_note']})")
+    origin = results.get("settings_origin") or {}
+    if origin.get("from_file"):  # a threshold or setting not on the command line: say whose
+        lines.append(f"settings: {settings_origin_text(origin)}")
     status = results["status"]
     if not status["complete"]:
         lines.append(

@@ -30,6 +30,7 @@ from audit.report.formatting import (
     fmt_small,
     fmt_value,
     or_not_recorded,
+    settings_origin_text,
 )
 from audit.report.plots import (
     ROLE_COLOURS,
@@ -1140,6 +1141,9 @@ def report_context(
             f"{t['counted_levels']}, {t['n_resamples']} bootstrap resamples",
         ),
     ]
+    origin = settings_origin_text(results.get("settings_origin"))
+    if origin is not None:
+        facts.append(("settings from", origin))
     if not reliance:  # schema 1's page 1 gives the date in its subtitle only, to keep one page
         facts.append(("audit date (UTC)", results["created_utc"]))
     return {

@@ -107,3 +107,32 @@ def commit_text(prov: Mapping[str, Any]) -> str:
     if "tool_commit" in prov:
         return "none (not installed from a checkout or a VCS URL)"
     return NOT_RECORDED
+
+
+_SHOWN_FILE_SETTINGS = 12
+
+
+def settings_origin_text(origin: Mapping[str, Any] | None) -> str | None:
+    """Where the settings came from, in one line; None for a document that does not record it.
+
+    A file medaudit found by itself is named with every value it set: a gate reader must see a
+    margin that a cloned repository's pyproject.toml loosened."""
+    if not origin:
+        return None
+    from_file = dict(origin.get("from_file") or {})
+    flags = list(origin.get("from_flags") or [])
+    parts = []
+    if from_file:
+        shown = "; ".join(
+            f"{k} = {fmt_value(v)}" for k, v in list(from_file.items())[:_SHOWN_FILE_SETTINGS]
+        )
+        more = len(from_file) - _SHOWN_FILE_SETTINGS
+        shown += f"; and {more} more" if more > 0 else ""
+        caution = " (not named by the user)" if origin.get("how", "").startswith("found") else ""
+        parts.append(f"{origin['file']}, {origin['how']}{caution}: {shown}")
+    elif origin.get("file"):
+        parts.append(f"{origin['file']} ({origin['how']}) sets nothing")
+    if flags:
+        parts.append(f"command line: {', '.join(flags)}")
+    parts.append("every other setting: its documented default")
+    return "; ".join(parts)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from audit.common.hashing import canonical
@@ -11,7 +11,7 @@ from audit.confounders import Confounder
 from audit.resolve.confounders import ResolvedConfounder, resolve_confounders
 from audit.resolve.devices import ExecutorChoice, resolve_devices
 from audit.resolve.probe import ProbeOptions, ResolvedProbe, resolve_probe
-from audit.resolve.settings import Settings
+from audit.resolve.settings import Settings, SettingsOrigin
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class ResolvedCheck:
     devices: tuple[str, ...]
     executor: ExecutorChoice
     protocol: str | None
+    origin: SettingsOrigin = field(default_factory=SettingsOrigin)  # where each setting came from
 
     def with_probe(self, options: ProbeOptions) -> ResolvedCheck:
         """The same audit with ``--probe``: the probe takes the audit's seed, alpha, resamples,
@@ -47,6 +48,7 @@ class ResolvedCheck:
             "probe": record(self.probe) if self.probe else None,
             "devices": list(self.devices),
             "executor": self.executor.name,
+            "settings_origin": self.origin.record(),
         }
 
 
@@ -60,6 +62,7 @@ def resolve_check(
     executor: ExecutorChoice | None = None,
     protocol: str | None = None,
     dry_run: bool = False,
+    origin: SettingsOrigin | None = None,
 ) -> ResolvedCheck:
     """Resolve ``check`` (and, given ``probe``, its probe) from validated settings. A dry run
     may plan on another machine than the audit's: it checks devices and Ray by name only."""
@@ -78,5 +81,6 @@ def resolve_check(
         devices=resolve_devices(device, executor.name, check_available=not dry_run),
         executor=executor,
         protocol=protocol,
+        origin=origin or SettingsOrigin(),
     )
     return resolved if probe is None else resolved.with_probe(probe)

@@ -201,3 +201,83 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
     if hint in (int, float, bool, str) and not isinstance(value, hint):
         raise UsageError(f"setting {key!r} must be {hint.__name__}, got {value!r}")
     return value
+
+
+FOUND = "found by searching upwards from the current folder"
+NAMED = "named with --config"
+LOCKED = "locked with --locked-config"
+
+
+@dataclass(frozen=True)
+class SettingsOrigin:
+    """Where each setting of an audit came from, for results.json, page 1 and the console.
+
+    A gate must see what changed it: a settings file medaudit found by itself (a cloned
+    repository's pyproject.toml, say) could loosen the margin with nobody having asked for it.
+    ``from_file`` holds the file's values by dotted key; ``from_flags`` the keys the command line
+    set; every other setting has its documented default. ``file`` is a file name, never a path.
+    """
+
+    file: str | None = None
+    how: str | None = None  # FOUND, NAMED or LOCKED
+    from_file: Mapping[str, Any] = field(default_factory=dict)
+    from_flags: tuple[str, ...] = ()
+
+    @property
+    def locked(self) -> bool:
+        return self.how == LOCKED
+
+    @property
+    def found(self) -> bool:
+        """The file was not asked for: its settings are listed wherever the verdict is shown."""
+        return self.how == FOUND and bool(self.from_file)
+
+    def source_of(self, key: str) -> str:
+        if key in self.from_flags:
+            return "command line"
+        if key in self.from_file:
+            return f"{self.file} ({self.how})"
+        return "default"
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "how": self.how,
+            "locked": self.locked,
+            "from_file": {k: _plain(v) for k, v in self.from_file.items()},
+            "from_flags": list(self.from_flags),
+        }
+
+
+def dotted(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings tables as dotted keys (``train.epochs``, ``confounder_params.tag.font_size``)."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        table = (not prefix and key in ("train", "confounder_params")) or (
+            prefix == "confounder_params."  # one table per confounder
+        )
+        if table and isinstance(value, Mapping):
+            flat.update(dotted(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready value: tuples as lists, anything else unusual as its short text."""
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)[:200]
+
+
+THRESHOLDS = ("margin", "alpha", "counted_levels", "n_resamples")
+
+
+def threshold_sources(origin: SettingsOrigin) -> dict[str, str]:
+    """Where each declared threshold came from: the default, the command line or a file."""
+    return {key: origin.source_of(key) for key in THRESHOLDS}
