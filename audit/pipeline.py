@@ -115,8 +115,15 @@ def _verdict(
         margin=settings.margin,
         alpha=settings.alpha,
         counted_levels=settings.counted_levels,
-        patient_of={case.case_id: case.patient_key for case in request.cohort.cases},
+        patient_of=_patient_groups(request.cohort),
     )
+
+
+def _patient_groups(cohort: Cohort) -> dict[str, str]:
+    """Each case's patient as a key-free group (its rank of first appearance): the analysis sums
+    over patients in their sorted order, which must not follow the cache folder's secret key."""
+    groups = cohort.patient_groups
+    return {case.case_id: f"{int(g):09d}" for case, g in zip(cohort.cases, groups, strict=True)}
 
 
 def _not_gated(

@@ -22,10 +22,11 @@ The pseudonym key (``pseudonym.key``, made in the cache folder on first use: aud
 pseudonyms.py) does not enter these runs: phantom cases and patients have fixed ids (C000001,
 P00001), so the splits and every number are the same with any key or none (checked when the
 golden files were made: runs with a random key written into the cache folder first gave the
-same results). Known issue, not covered here: with ``--data`` the patient pseudonyms, and with
-them which patients land in which split, the data hash, the audit id and every AUC, depend on the
-cache folder's secret key, so the same data audited with two cache folders gives two different
-audits. A split should not depend on the cache's key.
+same results). With ``--data`` the patient pseudonyms follow the
+cache folder's secret key, but nothing else does: splits are drawn on key-free patient groups,
+the data's identity (``manifest_hash``, in every run key and the audit id) is computed without
+pseudonyms, and the analysis sums over patients in a key-free order
+(``tests/test_splits.py::test_two_fresh_cache_folders_give_the_same_audit_id_split_and_verdict``).
 """
 
 from __future__ import annotations

@@ -143,12 +143,56 @@ def test_the_split_is_the_same_under_any_cache_folders_secret_key(tmp_path) -> N
     manifest = write_manifest(tmp_path / "manifest.csv", rows)
     settings = Settings(levels=(0.0, 1.0), folds=3, confounders=("tag",))
     confounders = resolve_confounders(("tag",), {}, "cxr", seed=0, work_size=16)
-    hashes, keys = [], []
+    hashes, keys, data = [], [], []
     for cache in ("cache-a", "cache-b"):
         cohort = load_cohort(
             DataRequest(manifest, "cxr", cache_dir=tmp_path / cache, image_size=16), progress=False
         )
         keys.append(cohort.patients[0])
         hashes.append(split_table(settings, cohort, confounders).default.content_hash())
+        data.append(cohort.manifest_hash())
     assert keys[0] != keys[1], "each cache folder has its own secret key"
     assert hashes[0] == hashes[1], "the same data and seed split alike"
+    assert data[0] == data[1], "the data's identity (in every run key and the audit id) too"
+
+
+def test_two_fresh_cache_folders_give_the_same_audit_id_split_and_verdict(tmp_path) -> None:
+    """The same command on the same data, each with a new --cache-dir (a new secret key)."""
+    import json
+
+    import numpy as np
+    import torch
+    from PIL import Image
+    from test_data_builders import write_manifest
+
+    from audit import cli
+    from audit.models.tiny import TinyResNet
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for n in range(40):
+        pixels = rng.normal(110 + 30 * (n % 2), 25, (32, 32)).clip(0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"img{n}.png")
+        rows.append({"path": f"img{n}.png", "label": n % 2, "patient_id": f"p{n // 2}"})
+    manifest = write_manifest(tmp_path / "manifest.csv", rows)
+    torch.manual_seed(0)
+    for name in ("user.pt", "reference.pt"):
+        torch.save(TinyResNet(width=8).state_dict(), tmp_path / name)
+    audits = []
+    for cache in ("cache-a", "cache-b"):
+        code = cli.main([
+            "--quiet", "check", str(tmp_path / "user.pt"), "--modality", "cxr", "--data",
+            str(manifest), "--reference", str(tmp_path / "reference.pt"), "--out",
+            str(tmp_path / f"out-{cache}"), "--cache-dir", str(tmp_path / cache),
+            "--confounders", "tag", "--levels", "0,1", "--folds", "2", "--epochs", "1",
+            "--max-steps", "1", "--batch-size", "8", "--input-size", "32", "--image-size", "32",
+            "--resamples", "100", "--deterministic", "--no-report",
+        ])  # fmt: skip
+        assert code in (0, 1, 3)
+        audits.append(json.loads((tmp_path / f"out-{cache}" / "results.json").read_text()))
+    first, second = audits
+    assert first["audit_id"] == second["audit_id"]
+    assert first["data"]["manifest_hash"] == second["data"]["manifest_hash"]
+    assert first["data"]["splits"] == second["data"]["splits"]
+    assert [r["key"] for r in first["runs"]] == [r["key"] for r in second["runs"]]
+    assert first["verdict"] == second["verdict"] and first["auc"] == second["auc"]

@@ -88,10 +88,24 @@ class Cohort:
         digest = hashlib.sha256()
         for start in range(0, len(self.images), 256):  # blocks: a memory-mapped cache stays on disk
             digest.update(np.ascontiguousarray(self.images[start : start + 256]).tobytes())
+        # Key-free: each case by its position, label, patient group and attributes, never by its
+        # pseudonyms (they follow the cache folder's secret key), so the same data has the same
+        # identity, audit id and run keys with any cache folder.
+        cases = [
+            [c.label, int(group), c.sex, c.view, c.modality, c.age]
+            for c, group in zip(self.cases, self.patient_groups, strict=True)
+        ]
+        subsets = {name: np.asarray(idx).tolist() for name, idx in sorted(self.subsets.items())}
         return content_hash(
-            {"cases": self.cases, "pixels": digest.hexdigest(), "source": self.source}
+            {
+                "cases": cases,
+                "subsets": subsets,
+                "pixels": digest.hexdigest(),
+                "source": self.source,
+            }
         )
 
     def manifest_hash(self) -> str:
-        """Identity of the data: case list plus a digest of the pixels (computed once)."""
+        """Identity of the data: the cases (key-free), the source's lists and a digest of the
+        pixels (computed once)."""
         return self._manifest_hash

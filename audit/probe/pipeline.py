@@ -124,7 +124,7 @@ def run_probe(request: ProbeRequest, progress: Callable[[str], None] | None = No
     scorer = _Scorer(runner, request.preprocessor, choice, request.batch_size)
     idx = request.selection.indices
     y = cohort.labels[idx].astype(np.int8)
-    patients = cohort.patients[idx]  # the resampling units of every interval
+    patients = cohort.patient_groups[idx]  # the resampling units (key-free: any cache folder)
     began = time.perf_counter()
     say(f"scoring {len(idx)} clean images ({runner.info.backend}, {runner.info.device})")
     clean_raw = _chunked(cohort, idx, scorer.raw)
