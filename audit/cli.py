@@ -7,6 +7,7 @@ Exit codes (a contract with release pipelines): 0 pass, 1 fail, 2 bad usage or i
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import re
 import sys
@@ -731,15 +732,75 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return int(ExitCode.INTERNAL)
+    except OSError as exc:  # a full disk, a folder that cannot be written: the user's to fix
+        if args.debug:
+            log.exception("error")
+        said = flags_for_names(os_error_message(exc, args), flags, settings)
+        print(f"medaudit: error: {said}", file=sys.stderr)
+        return int(ExitCode.USAGE)
     except Exception as exc:  # noqa: BLE001 - the contract: never a bare traceback
         if args.debug:
             log.exception("internal error")
         name = type(exc).__name__
         print(
-            f"medaudit: internal error ({name}): {exc}. Re-run with --debug for the traceback.",
+            f"medaudit: internal error ({name}): {scrubbed(str(exc))}. Re-run with --debug for "
+            "the traceback.",
             file=sys.stderr,
         )
         return int(ExitCode.INTERNAL)
+
+
+_PATH = re.compile(r"(?:\b[A-Za-z]:\\|(?<![\w.])/)[^\s'\"]*")
+_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def scrubbed(text: str, limit: int = 200) -> str:
+    """An exception's text as a message may show it: the first line, every path replaced (a
+    folder name can carry a patient's name or id), cut to ``limit`` characters."""
+    first = (text.strip().splitlines() or [""])[0]
+    cleaned = _PATH.sub("<path>", first)
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
+
+
+def os_error_message(exc: OSError, args: argparse.Namespace) -> str:
+    """A filesystem error as one line naming the folder's option (never its path)."""
+    where = _folder_of(exc, args)
+    place = f"the {where} folder" if where else "a folder medaudit reads or writes"
+    if exc.errno in _FULL:
+        return f"no space left on the disk of {place}; free some space or choose another folder"
+    if exc.errno in _DENIED:
+        return f"permission denied in {place}; check that it can be read and written"
+    reason = exc.strerror or type(exc).__name__
+    return f"a file in {place} could not be read or written ({reason})"
+
+
+def _folder_of(exc: OSError, args: argparse.Namespace) -> str | None:
+    """Which option's folder the failing file is under (`out`, `cache_dir`, `data`...)."""
+    names = [n for n in (exc.filename, exc.filename2) if isinstance(n, str | bytes | Path) and n]
+    if not names:
+        return None
+    folders = {
+        "out": getattr(args, "out", None),
+        "cache_dir": getattr(args, "cache_dir", None) or _default_cache(),
+        "shared_cache": getattr(args, "shared_cache", None),
+        "data": getattr(args, "data", None),
+    }
+    for name in names:
+        target = Path(name.decode() if isinstance(name, bytes) else name).absolute()
+        for option, folder in folders.items():
+            if folder is not None and target.is_relative_to(Path(folder).absolute()):
+                return f"`{option}`"
+    return None
+
+
+def _default_cache() -> Path | None:
+    from audit.commands import default_cache_dir
+
+    try:
+        return default_cache_dir()
+    except Exception:  # noqa: BLE001 - only used to name a folder in a message
+        return None
 
 
 __all__ = ["main", "build_parser", "UsageError"]

@@ -8,6 +8,7 @@ import json
 import logging
 import shlex
 import sys
+import tempfile
 from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
@@ -275,6 +276,7 @@ def run_check(args: argparse.Namespace) -> int:
         args, image_size=settings.image_size, seed=settings.seed, cache_dir=cache_dir
     )
     _check_cache_outside_out(cache_dir, args.out)
+    _check_writable(cache_dir, "cache_dir")
     if args.shared_cache is not None:
         _check_cache_outside_out(args.shared_cache, args.out, "--shared-cache")
     if args.dry_run:
@@ -547,6 +549,20 @@ def _dry_run_text(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _check_writable(folder: Path, option: str) -> None:
+    """A folder the run will write to, tried now: a read-only cache must not be found only after
+    the models and data are loaded."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"the `{option}` folder cannot be written ({exc.strerror or type(exc).__name__}); "
+            f"choose another with `{option}`"
+        ) from None
+
+
 def _check_cache_outside_out(cache_dir: Path, out_dir: Path, flag: str = "--cache-dir") -> None:
     """Decoded patient pixels never go where CI uploads from."""
     cache, out = Path(cache_dir).resolve(), Path(out_dir).resolve()
@@ -659,6 +675,7 @@ def run_probe(args: argparse.Namespace) -> int:
     _check_cache_outside_out(cache_dir, args.out)
     resolved = resolve_probe_args(args)  # every value checked before any loading
     device = probe_device(args.device)
+    _check_writable(cache_dir, "cache_dir")
     from audit.run.out_folder import claim_out_folder
 
     with claim_out_folder(args.out, _command_line(args), "probe"):

@@ -14,6 +14,7 @@ into the memory-mapped temporary file, so no image is pickled back.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -111,14 +112,30 @@ def decode_to_temp(
     _remove_stale_temps(folder, key)
     temp = folder / f".{key}.{os.getpid()}.{secrets.token_hex(4)}.tmp.npy"
     shape = (len(jobs), settings.image_size, settings.image_size)
-    array = np.lib.format.open_memmap(temp, mode="w+", dtype=np.uint8, shape=shape)
-    del array
     try:
+        _new_mapped_array(temp, shape)
         outcomes = _run_jobs(temp, jobs, settings, _worker_count(workers, len(jobs)), progress)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
     return temp, sorted(outcomes, key=lambda o: o.row)
+
+
+def _new_mapped_array(path: Path, shape: tuple[int, ...]) -> None:
+    """A .npy file of ``shape``, its blocks allocated now: writing a memory map into a sparse file
+    on a full disk kills the process with SIGBUS later; allocating first raises ENOSPC here,
+    which the command line reports as a full disk."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    del array
+    if hasattr(os, "posix_fallocate"):
+        with open(path, "r+b") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            try:
+                os.posix_fallocate(handle.fileno(), 0, size)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system without it
+                    path.unlink(missing_ok=True)
+                    raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
 def _worker_count(workers: int | None, n_jobs: int) -> int:
@@ -180,9 +197,8 @@ def commit_entry(
         source = np.load(temp, mmap_mode="r")
         if len(keep) != len(source):
             compact = temp.with_name(temp.name.replace(".tmp.npy", ".compact.tmp.npy"))
-            target = np.lib.format.open_memmap(
-                compact, mode="w+", dtype=np.uint8, shape=(len(keep), *source.shape[1:])
-            )
+            _new_mapped_array(compact, (len(keep), *source.shape[1:]))
+            target = np.load(compact, mmap_mode="r+")
             for start in range(0, len(keep), 1024):
                 target[start : start + 1024] = source[keep[start : start + 1024]]
             target.flush()

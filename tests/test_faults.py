@@ -1,0 +1,150 @@
+"""Faults an unlucky user meets: a full disk, a folder that cannot be written, an internal error
+whose text holds a path. Each is one line on stderr, the right exit code, no traceback, and no
+patient identifier (the canary below is in every folder name) anywhere medaudit writes."""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from audit import cli
+from audit.models.tiny import TinyResNet
+
+CANARY = "ZZPHI4242"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp(f"{CANARY}_patient")
+    data = root / f"{CANARY}_scans"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    lines = ["path,label,patient_id"]
+    for n in range(40):
+        pixels = rng.normal(110 + 30 * (n % 2), 25, (32, 32)).clip(0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(data / f"img{n}.png")
+        lines.append(f"img{n}.png,{n % 2},{CANARY}{n}")
+    (data / "manifest.csv").write_text("\n".join(lines) + "\n")
+    torch.manual_seed(0)
+    for name in ("user.pt", "reference.pt"):
+        torch.save(TinyResNet(width=8).state_dict(), root / name)
+    return {"root": root, "data": data}
+
+
+def check(setup: dict[str, Path], out: Path, cache: Path, *more: str) -> list[str]:
+    root = setup["root"]
+    return [
+        "check", str(root / "user.pt"), "--modality", "cxr", "--data", str(setup["data"]),
+        "--reference", str(root / "reference.pt"), "--out", str(out), "--cache-dir", str(cache),
+        "--confounders", "tag", "--levels", "0,1", "--folds", "2", "--epochs", "1",
+        "--max-steps", "1", "--batch-size", "8", "--input-size", "32", "--image-size", "32",
+        "--resamples", "100", "--no-report", *more,
+    ]  # fmt: skip
+
+
+def one_line_error(capsys) -> str:
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    assert CANARY not in captured.err + captured.out, "a folder name reached the terminal"
+    errors = [line for line in captured.err.splitlines() if "error" in line]
+    assert len(errors) == 1, captured.err
+    return errors[0]
+
+
+def no_canary_in(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        assert CANARY not in path.relative_to(folder).as_posix()
+        if path.is_file() and path.suffix in (".json", ".xml", ".txt"):
+            assert CANARY not in path.read_text(errors="replace"), path.name
+
+
+def test_a_full_cache_disk_is_exit_2_naming_the_cache_folder_and_leaves_no_temp(
+    setup, tmp_path, monkeypatch, capsys
+) -> None:
+    import audit.data.cache as cache_module
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_module.os, "posix_fallocate", full, raising=False)
+    out, cache = tmp_path / f"{CANARY}_out", tmp_path / f"{CANARY}_cache"
+    assert cli.main(check(setup, out, cache)) == 2
+    line = one_line_error(capsys)
+    assert line == (
+        "medaudit: error: no space left on the disk of the --cache-dir folder; free some space "
+        "or choose another folder"
+    )
+    assert not [p for p in cache.rglob("*.tmp*")], "no temporary file left behind"
+    results = json.loads((out / "results.json").read_text())
+    assert results["kind"] == "in_progress" and results["verdict"] is None, "no stale green"
+    no_canary_in(out)
+
+
+def test_a_write_refused_in_out_is_exit_2_naming_the_option_not_the_path(
+    setup, tmp_path, monkeypatch, capsys
+) -> None:
+    from audit.run.store import ResultsStore
+
+    out, cache = tmp_path / f"{CANARY}_out", tmp_path / "cache"
+
+    def refused(self, result, spec) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", str(out / "runs" / "x.json"))
+
+    monkeypatch.setattr(ResultsStore, "put", refused)
+    assert cli.main(check(setup, out, cache)) == 2
+    line = one_line_error(capsys)
+    assert line == (
+        "medaudit: error: permission denied in the --out folder; check that it can be read and "
+        "written"
+    )
+
+
+def test_a_cache_folder_that_cannot_be_written_is_refused_before_any_model_loads(
+    setup, tmp_path, monkeypatch, capsys
+) -> None:
+    import audit.commands as commands
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(commands.tempfile, "TemporaryFile", read_only)
+    missing_model = tmp_path / "missing.pt"
+    argv = check(setup, tmp_path / "out", tmp_path / f"{CANARY}_cache")
+    argv[1] = str(missing_model)
+    assert cli.main(argv) == 2
+    line = one_line_error(capsys)
+    assert line == (
+        "medaudit: error: the --cache-dir folder cannot be written (Read-only file system); "
+        "choose another with --cache-dir"
+    ), "refused before the (missing) model was even looked at"
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_internal_error_never_prints_a_path_from_its_text(
+    setup, tmp_path, monkeypatch, capsys
+) -> None:
+    import audit.data.loading as loading
+
+    def broken(choice):
+        raise RuntimeError(f"unexpected value in /home/{CANARY}/scan.png\nsecond line")
+
+    monkeypatch.setattr(loading, "load_chosen", broken)
+    assert cli.main(check(setup, tmp_path / "out", tmp_path / "cache")) == 4
+    line = one_line_error(capsys)
+    assert line == (
+        "medaudit: internal error (RuntimeError): unexpected value in <path>. Re-run with --debug "
+        "for the traceback."
+    )
+
+
+def test_scrubbed_keeps_fractions_and_list_names_and_bounds_the_text() -> None:
+    from audit.cli import scrubbed
+
+    assert scrubbed("3/4 of train/val in 'C:\\Users\\x'") == "3/4 of train/val in '<path>'"
+    assert len(scrubbed("x" * 5000)) == 200
