@@ -148,3 +148,15 @@ def test_scrubbed_keeps_fractions_and_list_names_and_bounds_the_text() -> None:
 
     assert scrubbed("3/4 of train/val in 'C:\\Users\\x'") == "3/4 of train/val in '<path>'"
     assert len(scrubbed("x" * 5000)) == 200
+
+
+def test_a_confounder_parameter_that_cannot_work_at_this_size_is_refused_before_any_run(
+    setup, tmp_path, capsys
+) -> None:
+    """A huge tag font used to fail inside every run, leaving no results.json or junit.xml."""
+    out = tmp_path / "out"
+    argv = check(setup, out, tmp_path / "cache", "--param", "tag.font_size=100000")
+    assert cli.main(argv) == 2
+    line = one_line_error(capsys)
+    assert line.startswith("medaudit: error: the tag box") and "does not fit a 32x32 image" in line
+    assert not out.exists(), "refused before the out folder was claimed"

@@ -40,7 +40,31 @@ class ResolvedConfounder:
 
     def at(self, work_size: int) -> ResolvedConfounder:
         """The same confounder once the working size is known (the probe's follows its model)."""
-        return replace(self, work_size=work_size)
+        resolved = replace(self, work_size=work_size)
+        resolved.check_applies()
+        return resolved
+
+    def check_applies(self) -> None:
+        """Apply it once to a blank image of the working size, now: parameters that cannot work
+        at this size (a tag larger than the image) fail before any run, not in every run."""
+        if self.kind != "pixel" or self.work_size is None:
+            return
+        import numpy as np
+
+        from audit.confounders.base import apply_confounder
+
+        blank = np.full((1, self.work_size, self.work_size), 128, dtype=np.uint8)
+        try:
+            apply_confounder(
+                self.confounder, blank, np.array([True]), seed=self.seed, params=self.params
+            )
+        except UsageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a plugin's error, said once and up front
+            raise UsageError(
+                f"confounder {self.name!r} fails on a {self.work_size}-pixel image with its "
+                f"parameters ({type(exc).__name__}); check its parameters"
+            ) from None
 
     def record(self) -> dict[str, Any]:
         """What results.json keeps of it."""
@@ -101,6 +125,7 @@ def resolve_confounders(
             seed=seed,
             work_size=work_size,
         )
+        resolved[conf.name].check_applies()
     return resolved
 
 
