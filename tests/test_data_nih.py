@@ -102,7 +102,7 @@ def test_views_and_finding_select_the_images(nih, tmp_path) -> None:
 
 def test_unknown_finding_lists_the_known_ones(nih, tmp_path) -> None:
     root, _rows = nih
-    with pytest.raises(UsageError, match="known findings: Atelectasis, Effusion"):
+    with pytest.raises(UsageError, match="findings in it: Atelectasis, Effusion"):
         describe_dry_run(request(root, tmp_path, finding="Pneumonia"))
 
 

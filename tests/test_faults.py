@@ -160,3 +160,31 @@ def test_a_confounder_parameter_that_cannot_work_at_this_size_is_refused_before_
     line = one_line_error(capsys)
     assert line.startswith("medaudit: error: the tag box") and "does not fit a 32x32 image" in line
     assert not out.exists(), "refused before the out folder was claimed"
+
+
+def test_a_misaligned_nih_table_never_echoes_its_values_and_a_latin1_list_is_exit_2(
+    tmp_path, capsys
+) -> None:
+    """A shifted Data_Entry_2017.csv puts patient names in "Finding Labels"; the finding
+    message lists NIH's finding names only. A list file that is not UTF-8 is bad input (exit
+    2), not an internal error."""
+    from test_data_builders import NihRow, make_nih_tree
+
+    rows = [
+        NihRow(f"{n:08d}_000.png", f"{CANARY} Smith" if n % 3 else "Atelectasis", n, 40, "F", "PA")
+        for n in range(12)
+    ]
+    root = tmp_path / "nih"
+    make_nih_tree(root, rows)
+    argv = ["check", str(tmp_path / "model.pt"), "--modality", "cxr", "--data", str(root),
+            "--finding", "Effusion", "--dry-run", "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    assert cli.main(argv) == 2
+    line = one_line_error(capsys)
+    assert "findings in it: Atelectasis; and 1 value(s) that are not NIH finding names" in line
+    (root / "test_list.txt").write_bytes("caf\xe9.png\n".encode("latin-1"))
+    argv[argv.index("Effusion")] = "Atelectasis"
+    assert cli.main(argv) == 2
+    assert one_line_error(capsys) == (
+        "medaudit: error: test_list.txt is not a UTF-8 text file (NIH's lists hold one image "
+        "name per line); re-download it"
+    )

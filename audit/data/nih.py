@@ -44,6 +44,11 @@ _COLUMNS = {  # CSV column -> Row field, in Row's order
     "Patient Age": "age",
 }
 OFFICIAL_LISTS = {"train_val_list.txt": "nih/train_val", "test_list.txt": "nih/test"}
+NIH_FINDINGS = (
+    "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema",
+    "Fibrosis", "Hernia", "Infiltration", "Mass", "Nodule", "Pleural_Thickening", "Pneumonia",
+    "Pneumothorax",
+)  # fmt: skip
 
 
 def find_data_entry(root: Path) -> Path | None:
@@ -112,7 +117,16 @@ def read_official_lists(root: Path) -> dict[str, set[str]]:
     for file_name, subset in OFFICIAL_LISTS.items():
         path = root / file_name
         if path.is_file():
-            lists[subset] = {line.strip() for line in path.read_text().splitlines() if line.strip()}
+            try:
+                text = path.read_bytes().decode("utf-8")
+            except UnicodeDecodeError:
+                raise UsageError(
+                    f"{file_name} is not a UTF-8 text file (NIH's lists hold one image name per "
+                    "line); re-download it"
+                ) from None
+            except OSError as exc:
+                raise UsageError(f"{file_name} cannot be read ({exc.strerror})") from None
+            lists[subset] = {line.strip() for line in text.splitlines() if line.strip()}
     return lists
 
 
@@ -148,15 +162,21 @@ def plan_nih(root: Path, finding: str, views: tuple[str, ...], protocol: str | N
 
 
 def _check_finding(table: pd.DataFrame, finding: str) -> None:
-    known = set()
+    """The finding must occur; the message lists only NIH's own finding names, never other
+    values (a misaligned file puts other columns' values, names among them, in this column)."""
+    found = set()
     for value in table["findings"]:
-        known.update(s.strip() for s in str(value).split("|"))
-    known.discard(NEGATIVE)
-    if finding not in known:
-        raise UsageError(
-            f"`finding` {finding!r} does not occur in Data_Entry_2017.csv; known findings: "
-            f"{', '.join(sorted(known)) or 'none'}"
-        )
+        found.update(s.strip() for s in str(value).split("|"))
+    found.discard(NEGATIVE)
+    if finding in found:
+        return
+    known = sorted(found & set(NIH_FINDINGS))
+    others = len(found - set(NIH_FINDINGS))
+    extra = f"; and {others} value(s) that are not NIH finding names (not shown)" if others else ""
+    raise UsageError(
+        f"`finding` {finding[:60]!r} does not occur in Data_Entry_2017.csv; findings in it: "
+        f"{', '.join(known) or 'none'}{extra}"
+    )
 
 
 def _entry(row: Row, label, sex, files, lists, subsets) -> PlannedImage | PlannedProblem:
