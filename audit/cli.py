@@ -636,7 +636,7 @@ class _FlagNamingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        return self.rename(text) if self.rename else text
+        return bounded(self.rename(text) if self.rename else text)
 
 
 def _configure_logging(
@@ -711,13 +711,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingError as exc:
         if args.debug:
             log.exception("error")
-        print(f"medaudit: error: {_by_flag(exc, args)}", file=sys.stderr)
+        print(f"medaudit: error: {bounded(_by_flag(exc, args))}", file=sys.stderr)
         return int(exc.exit_code)
     except MedauditError as exc:
         if args.debug:
             log.exception("error")
         said = flags_for_names(str(exc), flags, settings)
-        print(f"medaudit: error: {said}", file=sys.stderr)
+        print(f"medaudit: error: {bounded(said)}", file=sys.stderr)
         return int(exc.exit_code)
     except SystemExit as exc:  # a plugin or library tried to end the process: never a pass
         print(
@@ -753,6 +753,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 _PATH = re.compile(r"(?:\b[A-Za-z]:\\|(?<![\w.])/)[^\s'\"]*")
 _FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+_LONG_TOKEN = re.compile(r"\S{81,}")
+
+
+def bounded(text: object) -> str:
+    """A message as the terminal shows it: any word over 80 characters (a 100 kB `--param`
+    value, say) cut to its first 40 and its length, so no input is echoed whole."""
+    return _LONG_TOKEN.sub(
+        lambda m: f"{m.group(0)[:40]}...({len(m.group(0))} characters)", str(text)
+    )
 
 
 def scrubbed(text: str, limit: int = 200) -> str:

@@ -188,3 +188,30 @@ def test_a_misaligned_nih_table_never_echoes_its_values_and_a_latin1_list_is_exi
         "medaudit: error: test_list.txt is not a UTF-8 text file (NIH's lists hold one image "
         "name per line); re-download it"
     )
+
+
+def test_a_legacy_pickle_refusal_names_the_global_it_would_import(tmp_path, capsys) -> None:
+    import os
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"echo {CANARY}",))
+
+    path = tmp_path / "legacy.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "x": Payload()}, path,
+               _use_new_zipfile_serialization=False)  # fmt: skip
+    assert cli.main(["inspect", str(path)]) == 2
+    line = one_line_error(capsys)
+    assert "unpickling it would import posix.system, which can run code" in line or (
+        "unpickling it would import nt.system" in line
+    )
+    assert "--trust-pickle" in line
+
+
+def test_a_huge_parameter_value_is_never_echoed_whole(tmp_path, capsys) -> None:
+    value = "9" * 100_000
+    argv = ["check", str(tmp_path / "m.pt"), "--modality", "cxr", "--synthetic",
+            "--param", f"tag.font_size={value}", "--cache-dir", str(tmp_path / "c")]  # fmt: skip
+    assert cli.main(argv) == 2
+    line = one_line_error(capsys)
+    assert len(line) < 400 and "(100012 characters)" in line

@@ -32,7 +32,11 @@ _MODULE_PREFIXES = (
     "timm.models.",
     "torch.nn.parallel.",
 )
-_GLOBAL_IN_MESSAGE = re.compile(r"GLOBAL ([\w.]+) was not an allowed global")
+# torch's refusals name the global two ways: "GLOBAL x.y was not an allowed global" (zip files)
+# and "unsupported GLOBAL x.y whose module x is blocked" (legacy files, blocked modules).
+_GLOBAL_IN_MESSAGE = re.compile(
+    r"GLOBAL ([\w.]+) (?:was not an allowed global|whose module [\w.]+ is blocked)"
+)
 
 
 class PickleRefused(UsageError):
@@ -85,9 +89,9 @@ def load_trusted_pickle(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=False)
     except (ModuleNotFoundError, AttributeError) as error:
         raise UsageError(
-            f"{path} holds a pickled object whose class cannot be imported here ({error}); "
-            "install the code that defined it, or re-save the model with "
-            "torch.save(model.state_dict(), path)"
+            f"{Path(path).name} holds a pickled object whose class cannot be imported here "
+            f"({type(error).__name__}); install the code that defined it, or re-save the model "
+            "with torch.save(model.state_dict(), path)"
         ) from None
     except Exception as error:  # noqa: BLE001
         raise _load_error(path, error) from None
@@ -141,7 +145,8 @@ def _load_error(path: Path, error: Exception) -> UsageError:
             "trust the file"
         )
     return UsageError(
-        f"cannot read {path} as a PyTorch checkpoint (truncated or damaged?): {_strip_ansi(first)}"
+        f"cannot read {Path(path).name} as a PyTorch checkpoint (truncated or damaged?): "
+        f"{_strip_ansi(first)[:200]}"
     )
 
 
