@@ -215,3 +215,22 @@ def test_a_huge_parameter_value_is_never_echoed_whole(tmp_path, capsys) -> None:
     assert cli.main(argv) == 2
     line = one_line_error(capsys)
     assert len(line) < 400 and "(100012 characters)" in line
+
+
+def test_weights_holding_nan_are_refused_before_any_image_is_decoded(
+    setup, tmp_path, capsys
+) -> None:
+    """An all-NaN checkpoint used to train until every run failed."""
+    state = TinyResNet(width=8).state_dict()
+    state["stem.0.weight"] = torch.full_like(state["stem.0.weight"], float("nan"))
+    model = tmp_path / "diverged.pt"
+    torch.save(state, model)
+    cache = tmp_path / "cache"
+    argv = check(setup, tmp_path / "out", cache)
+    argv[1] = str(model)
+    assert cli.main(argv) == 2
+    assert one_line_error(capsys) == (
+        "medaudit: error: diverged.pt: 1 weight tensor(s) hold NaN or infinite values; the model "
+        "cannot be fine-tuned (was it saved after a diverged training step?)"
+    )
+    assert not list((cache).rglob("*.npy")), "refused before the data was decoded"

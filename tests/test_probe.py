@@ -299,6 +299,19 @@ def test_external_data_must_stay_in_the_model_folder(files, tmp_path, capsys) ->
     one_line_error(["probe", str(broken), *synthetic(tmp_path)], capsys, "truncated copy")
 
 
+def test_a_crafted_external_data_offset_or_location_is_bad_input(files, tmp_path, capsys) -> None:
+    """Exit 2 with one line, not an internal error: an offset that is not a number, a location
+    thousands of characters long."""
+    path = external_copy(files["centre.onnx"], tmp_path / "crafted", "weights.bin")
+    model = onnx.load(str(path), load_external_data=False)
+    entry = model.graph.initializer[0].external_data.add()
+    entry.key, entry.value = "offset", "abc"
+    onnx.save_model(model, str(path))
+    one_line_error(["probe", str(path), *synthetic(tmp_path)], capsys, "expected a whole number")
+    long_name = external_copy(files["centre.onnx"], tmp_path / "long", "w" * 5000)
+    one_line_error(["probe", str(long_name), *synthetic(tmp_path)], capsys, "5000 characters")
+
+
 def test_untrusted_code_and_missing_data_are_refused(files, tmp_path, capsys) -> None:
     one_line_error(["probe", str(files["tag.pt"]), *synthetic(tmp_path)], capsys, "--trust-code")
     code, _, err = run_cli(["probe", str(files["tag.onnx"]), *common(tmp_path)], capsys)

@@ -87,7 +87,9 @@ def _check_external_data(model, path: Path) -> tuple[str, ...]:  # noqa: ANN001
         location = info.get("location", "")
         target = _inside(folder, location, tensor.name, path.name)
         size = seen.setdefault(location, target.stat().st_size)
-        end = int(info.get("offset") or 0) + int(info.get("length") or 0)
+        end = _byte_count(info, "offset", tensor.name, path.name) + _byte_count(
+            info, "length", tensor.name, path.name
+        )
         if end > size:
             raise UsageError(
                 f"{path.name}: external data file {location!r} is {size} bytes but tensor "
@@ -96,17 +98,45 @@ def _check_external_data(model, path: Path) -> tuple[str, ...]:  # noqa: ANN001
     return tuple(sorted(seen))
 
 
+def _byte_count(info: dict[str, str], key: str, tensor: str, model: str) -> int:
+    """An external-data offset or length: a whole number of bytes, or the file is malformed."""
+    text = info.get(key) or "0"
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        raise UsageError(
+            f"{model}: tensor {tensor[:60]!r} gives its external data {key} as {text[:20]!r}; "
+            "expected a whole number of bytes (a damaged or crafted file)"
+        )
+    return int(text)
+
+
+_MAX_LOCATION = 1024  # characters; a longer external-data location is not a file name
+
+
 def _inside(folder: Path, location: str, tensor: str, model: str) -> Path:
     if not location:
         raise UsageError(f"{model}: tensor {tensor!r} is stored externally but names no file")
+    if len(location) > _MAX_LOCATION or "\x00" in location:
+        raise UsageError(
+            f"{model}: tensor {tensor[:60]!r} names an external data file of {len(location)} "
+            "characters; refused (a damaged or crafted file)"
+        )
     relative = Path(location)
-    target = (folder / relative).resolve()
+    try:
+        target = (folder / relative).resolve()
+    except (OSError, RuntimeError, ValueError):
+        raise UsageError(
+            f"{model}: tensor {tensor[:60]!r} names an unusable external data file"
+        ) from None
     if relative.is_absolute() or ".." in relative.parts or folder not in target.parents:
         raise UsageError(
             f"{model}: tensor {tensor!r} keeps its data at {location!r}, outside the model's "
             "folder; refused: external data must sit beside the .onnx file"
         )
-    if not target.is_file():
+    try:
+        present = target.is_file()
+    except OSError:  # a name too long for the file system, say
+        present = False
+    if not present:
         raise UsageError(
             f"{model}: external data file {location!r} (tensor {tensor!r}) is missing; copy it "
             "beside the .onnx file"

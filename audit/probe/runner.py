@@ -142,6 +142,7 @@ class OnnxRunner(Runner):
         session_options.intra_op_num_threads = threads
         session_options.inter_op_num_threads = 1
         session_options.log_severity_level = 3  # errors only; a fall-back is reported below
+        ort.set_default_logger_severity(3)  # the process-wide logger too (provider loading)
         try:
             self.session = ort.InferenceSession(
                 str(path), sess_options=session_options, providers=requested
