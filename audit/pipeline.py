@@ -264,6 +264,7 @@ def build_results(
             if request.protocol
             else "patient-level shuffle split",
             "excluded": dict(cohort.excluded),
+            "warnings": dict(cohort.warnings),  # caveats counted on kept images, by kind
         },
         "protocol": {
             "levels": list(settings.levels),

@@ -165,7 +165,8 @@ def test_burned_in_annotation_is_counted_as_a_warning(tmp_path: Path) -> None:
         DataRequest(tmp_path / "manifest.csv", "cxr", cache_dir=tmp_path / "c", image_size=16),
         progress=False,
     )
-    assert cohort.warnings == {dicom.BURNED_IN_YES: 2, dicom.BURNED_IN_UNSTATED: 1}
+    burned = {k: v for k, v in cohort.warnings.items() if k.startswith("BurnedIn")}
+    assert burned == {dicom.BURNED_IN_YES: 2, dicom.BURNED_IN_UNSTATED: 1}
     assert cohort.excluded == {}
 
 
@@ -228,13 +229,17 @@ def test_pydicom_own_log_records_never_reach_the_user(tmp_path) -> None:
     """pydicom logs a truncated encapsulated file by its full path; the folder may be a name."""
     seen = _read_truncated_dicom_in_a_process(tmp_path, "silenced")
     assert "DOE_JOHN" not in seen and str(tmp_path) not in seen
+    assert "found in file" not in seen, "pydicom's own record never reaches the terminal"
 
 
 def test_without_the_silencing_pydicom_would_print_the_path(tmp_path) -> None:
     """The companion that keeps the test above honest: the same reading, pydicom's logger allowed
     to propagate, does show the identifier (so the silencing is what keeps it out)."""
     seen = _read_truncated_dicom_in_a_process(tmp_path, "unsilenced")
-    assert "DOE_JOHN_MRN123" in seen
+    assert "found in file" in seen, "pydicom's record, path and all, reaches the handler"
+    # medaudit's log formatter still cuts any word over 80 characters (a long path among them),
+    # so the identifier shows only where the path is short enough to print whole.
+    assert "DOE_JOHN_MRN123" in seen or str(tmp_path)[:40] in seen
 
 
 def test_a_slice_header_never_shows_the_patient_id() -> None:

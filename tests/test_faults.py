@@ -234,3 +234,24 @@ def test_weights_holding_nan_are_refused_before_any_image_is_decoded(
         "cannot be fine-tuned (was it saved after a diverged training step?)"
     )
     assert not list((cache).rglob("*.npy")), "refused before the data was decoded"
+
+
+def test_the_same_image_under_two_patient_ids_is_flagged_as_a_leak(tmp_path) -> None:
+    """One file exported twice under two ids lands on both sides of a split: counted, kept in
+    the cache record, and in results.json's data.warnings."""
+    from audit.data.loading import SHARED_PIXELS, DataRequest, load_cohort
+
+    rng = np.random.default_rng(1)
+    lines = ["path,label,patient_id"]
+    for n in range(12):
+        pixels = rng.integers(0, 256, (24, 24), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"img{n}.png")
+        lines.append(f"img{n}.png,{n % 2},p{n}")
+    lines.append("img3.png,1,someone-else")  # the same file under another patient id
+    lines.append("img5.png,1,p5")  # the same file twice for one patient: not a leak
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    request = DataRequest(tmp_path / "manifest.csv", "cxr", cache_dir=tmp_path / "c", image_size=16)
+    cohort = load_cohort(request, progress=False)
+    assert cohort.warnings == {SHARED_PIXELS: 2}
+    again = load_cohort(request, progress=False)  # from the cache record
+    assert again.warnings == {SHARED_PIXELS: 2}

@@ -213,8 +213,34 @@ def _build(request, source: _Planned, pseudonyms, key: str, progress: bool):
         temp.unlink(missing_ok=True)
         raise UsageError(f"no usable image in the data: {_excluded_text(record['excluded'])}")
     keep = np.asarray(record.pop("_kept_rows"), dtype=np.int64)
+    shared = _images_under_several_patients(temp, keep, [row[2] for row in record["cases"]])
+    if shared:
+        record["warnings"][SHARED_PIXELS] = shared
     images = store.commit_entry(request.cache_dir, key, temp, keep, record)
     return images, record
+
+
+SHARED_PIXELS = (
+    "identical pixels under two or more patients (a train/test leak, unless they are one "
+    "patient under two ids)"
+)
+
+
+def _images_under_several_patients(temp, keep: np.ndarray, patients: list[str]) -> int:
+    """How many kept images have pixels identical to an image of another patient: the same file
+    exported twice under two ids puts one image on both sides of a split. Counted once, when
+    the cache is built (a digest per decoded image)."""
+    import hashlib
+
+    pixels = np.load(temp, mmap_mode="r")
+    owners: dict[bytes, set[str]] = {}
+    digests = []
+    for position, row in enumerate(keep):
+        digest = hashlib.blake2b(np.ascontiguousarray(pixels[row]).tobytes(), digest_size=16)
+        digests.append(digest.digest())
+        owners.setdefault(digests[-1], set()).add(patients[position])
+    del pixels
+    return sum(1 for digest in digests if len(owners[digest]) > 1)
 
 
 def _record(plan: SourcePlan, pseudonyms: Pseudonymizer, outcomes: dict) -> dict:

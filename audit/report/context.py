@@ -1106,6 +1106,13 @@ def power_summary(results: Mapping[str, Any], rows: Mapping[str, Any]) -> dict[s
     return {"run_sd": run_sd, "cannot_pass": cannot}
 
 
+def _caveats(warnings: Mapping[str, Any] | None) -> str:
+    """The data's own caveats (counted on kept images), for page 1's data line."""
+    if not warnings:
+        return ""
+    return "; caveats: " + "; ".join(f"{n} image(s) with {kind}" for kind, n in warnings.items())
+
+
 def report_context(
     results: Mapping[str, Any], *, results_sha256: str, rendered_utc: str
 ) -> dict[str, Any]:
@@ -1123,7 +1130,7 @@ def report_context(
         (
             "data",
             f"{d['source']} ({d['modality']}): {d['n_cases']} images of {d['n_patients']} "
-            f"patients; manifest {d['manifest_hash']}",
+            f"patients; manifest {d['manifest_hash']}" + _caveats(d.get("warnings")),
         ),
         ("budget", budget(results)),
         (
