@@ -161,3 +161,20 @@ print(json.dumps({{"outcome": outcome, "growth": peak - baseline}}))
     assert "refused unread" in result["outcome"] and "0.5 GiB" in result["outcome"]
     assert str(tmp_path) not in result["outcome"], "the message names the file, not its folder"
     assert result["growth"] < ONE_GB // 4, f"RSS grew {result['growth'] / 2**20:.0f} MiB"
+
+
+def test_decoders_are_as_many_as_the_free_memory_holds_at_the_pixel_limit(monkeypatch) -> None:
+    """Eight decoders each holding an image at the 64-megapixel limit need about 4 GiB; on a
+    machine with less free memory fewer decode at once."""
+    from audit.data import cache
+
+    monkeypatch.setattr(cache.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setattr(cache, "available_memory", lambda: 100 * 2**30)
+    assert cache._worker_count(None, 10_000, 64_000_000) == 8
+    monkeypatch.setattr(cache, "available_memory", lambda: 2**30)
+    assert cache._worker_count(None, 10_000, 64_000_000) == 2
+    monkeypatch.setattr(cache, "available_memory", lambda: 100 * 2**20)
+    assert cache._worker_count(None, 10_000, 64_000_000) == 1, "never fewer than one"
+    assert cache._worker_count(None, 10_000, 1_000_000) == 8, "small images: every core"
+    assert cache._worker_count(3, 10_000, 64_000_000) == 3, "an explicit count is kept"
+    assert cache.available_memory() is None or cache.available_memory() > 0

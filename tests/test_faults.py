@@ -255,3 +255,16 @@ def test_the_same_image_under_two_patient_ids_is_flagged_as_a_leak(tmp_path) -> 
     assert cohort.warnings == {SHARED_PIXELS: 2}
     again = load_cohort(request, progress=False)  # from the cache record
     assert again.warnings == {SHARED_PIXELS: 2}
+
+
+@pytest.mark.parametrize(
+    "content", [b"PK\x03\x04 not really a zip", b"\x00" * 64, b"", b"\x80\x02}q\x00."]
+)
+def test_a_model_error_names_the_file_never_its_folder(tmp_path, capsys, content) -> None:
+    folder = tmp_path / f"{CANARY}_models"
+    folder.mkdir()
+    (folder / "model.pt").write_bytes(content)
+    for argv in (["inspect", str(folder / "model.pt")], ["inspect", str(folder / "gone.pt")]):
+        assert cli.main(argv) == 2
+        line = one_line_error(capsys)
+        assert "model.pt" in line or "gone.pt" in line

@@ -114,7 +114,8 @@ def decode_to_temp(
     shape = (len(jobs), settings.image_size, settings.image_size)
     try:
         _new_mapped_array(temp, shape)
-        outcomes = _run_jobs(temp, jobs, settings, _worker_count(workers, len(jobs)), progress)
+        count = _worker_count(workers, len(jobs), settings.max_pixels)
+        outcomes = _run_jobs(temp, jobs, settings, count, progress)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
@@ -138,12 +139,38 @@ def _new_mapped_array(path: Path, shape: tuple[int, ...]) -> None:
                     raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
-def _worker_count(workers: int | None, n_jobs: int) -> int:
+# What one decoder may hold at once for an image at the pixel limit: the file's 16-bit pixels, a
+# float32 copy for windowing or resizing, and the resized output (about 8 bytes per pixel).
+_BYTES_PER_DECODED_PIXEL = 8
+
+
+def _worker_count(workers: int | None, n_jobs: int, max_pixels: int | None = None) -> int:
+    """Decoders: the cores (up to 8), and no more than the free memory can hold at once when
+    every one of them decodes an image at the pixel limit (``max_pixels``)."""
     if workers is None:
         workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1, 8)
         if n_jobs < _SERIAL_BELOW:
             workers = 1
+        if max_pixels:
+            free = available_memory()
+            if free is not None:
+                workers = min(workers, max(1, free // (max_pixels * _BYTES_PER_DECODED_PIXEL)))
     return max(1, min(workers, n_jobs))
+
+
+def available_memory() -> int | None:
+    """Bytes of memory free for new work (Linux: MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def _run_jobs(

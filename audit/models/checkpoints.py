@@ -64,7 +64,7 @@ def _read_torch(path: Path, container: str, trust_pickle: bool) -> Weights:
     state_dict, found_notes = extract_state_dict(obj)
     if not state_dict:
         raise UsageError(
-            f"{path} is a PyTorch file but holds no weights (a mapping of names to tensors) at the "
+            f"{Path(path).name} is a PyTorch file but holds no weights (a mapping of names to tensors) at the "
             f"top level or under any of the usual keys; top-level entries: {_describe(obj)}"
         )
     return Weights(state_dict, kind, _arch_hints(obj), (*found_notes, *notes))
@@ -78,7 +78,7 @@ def _read_safetensors(path: Path) -> Weights:
         return Weights(dict(load_file(str(path), device="cpu")), "safetensors")
     except (SafetensorError, OSError) as error:
         raise UsageError(
-            f"cannot read {path} as safetensors (truncated or damaged?): {error}"
+            f"cannot read {Path(path).name} as safetensors (truncated or damaged?): {error}"
         ) from None
 
 
@@ -93,7 +93,7 @@ def _read_torchscript(path: Path, trust_code: bool) -> Weights:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as error:  # noqa: BLE001 - one line for the user
         first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        raise UsageError(f"cannot read {path} as TorchScript: {first}") from None
+        raise UsageError(f"cannot read {Path(path).name} as TorchScript: {first}") from None
     state_dict = {k: v.detach().clone() for k, v in module.state_dict().items()}
     return Weights(state_dict, "torchscript", (), ("loaded TorchScript (--trust-code)",))
 
@@ -101,12 +101,12 @@ def _read_torchscript(path: Path, trust_code: bool) -> Weights:
 def _unsupported(path: Path, container: str) -> UsageError:
     if container == formats.ONNX:
         return UsageError(
-            f"{path} is an ONNX model: fine-tuning needs PyTorch weights (a state_dict or "
+            f"{Path(path).name} is an ONNX model: fine-tuning needs PyTorch weights (a state_dict or "
             "safetensors file); ONNX models can be audited for inference only with `medaudit probe`"
         )
     if container == formats.HDF5:
         return UsageError(
-            f"{path} is an HDF5 (Keras .h5) file, which is not loaded; use PyTorch weights, e.g. "
+            f"{Path(path).name} is an HDF5 (Keras .h5) file, which is not loaded; use PyTorch weights, e.g. "
             "the RadImageNet PyTorch release or the Hugging Face mirror's ResNet50.pt"
         )
     if container == formats.PICKLE:
@@ -115,11 +115,11 @@ def _unsupported(path: Path, container: str) -> UsageError:
         if names:
             return refuse_globals(path, names, what="this bare pickle (not a torch.save file)")
         return UsageError(
-            f"{path} is a bare Python pickle, not a torch.save checkpoint; re-save the weights "
+            f"{Path(path).name} is a bare Python pickle, not a torch.save checkpoint; re-save the weights "
             "with torch.save(model.state_dict(), path) or as safetensors"
         )
     return UsageError(
-        f"{path} is not a model checkpoint this tool reads (accepted: PyTorch torch.save files, "
+        f"{Path(path).name} is not a model checkpoint this tool reads (accepted: PyTorch torch.save files, "
         "safetensors, TorchScript with `trust_code`; ONNX for `medaudit probe`)"
     )
 

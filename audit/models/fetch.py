@@ -191,7 +191,9 @@ def read_index(folder: Path) -> dict[str, CachedReference]:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as error:
-        raise UsageError(f"cannot read {path}: {error}; delete it and fetch again") from None
+        raise UsageError(
+            f"cannot read {Path(path).name}: {error}; delete it and fetch again"
+        ) from None
     fields = {f.name for f in dataclasses.fields(CachedReference)} - {"name"}
     try:
         return {
@@ -200,7 +202,7 @@ def read_index(folder: Path) -> dict[str, CachedReference]:
         }
     except (AttributeError, TypeError):
         raise UsageError(
-            f"{path} is not a medaudit reference index; delete it and fetch again"
+            f"{Path(path).name} is not a medaudit reference index; delete it and fetch again"
         ) from None
 
 

@@ -35,7 +35,7 @@ def sniff_format(path: str | Path) -> str:
     """Return one of the format constants above; UsageError for a missing or damaged file."""
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"model file not found: {path}")
+        raise UsageError(f"model file not found: {Path(path).name}")
     with open(path, "rb") as handle:
         head = handle.read(64)
     size = path.stat().st_size
@@ -66,8 +66,9 @@ def _sniff_zip(path: Path) -> str:
             members = archive.infolist()
     except (zipfile.BadZipFile, OSError) as error:
         raise UsageError(
-            f"{path} is truncated or damaged: it starts like a PyTorch zip checkpoint but the "
-            f"archive cannot be read ({error}); copy the file again"
+            f"{Path(path).name} is truncated or damaged: it starts like a PyTorch zip checkpoint but the "
+            f"archive cannot be read ({getattr(error, 'strerror', None) or error}); copy the file "
+            "again"
         ) from None
     _refuse_bombs(path, members)
     names = [m.filename for m in members]
