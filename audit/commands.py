@@ -279,9 +279,11 @@ def run_check(args: argparse.Namespace) -> int:
     _check_writable(cache_dir, "cache_dir")
     if args.shared_cache is not None:
         _check_cache_outside_out(args.shared_cache, args.out, "--shared-cache")
+    from audit.run.out_folder import check_out_folder, claim_out_folder
+
     if args.dry_run:
+        check_out_folder(args.out)  # the plan is only worth its GPU time if --out can be written
         return _dry_run(args, resolved, data)
-    from audit.run.out_folder import claim_out_folder
 
     declared = _declared(settings, resolved.origin)
     with claim_out_folder(args.out, _command_line(args), "audit", declared):

@@ -268,3 +268,16 @@ def test_a_model_error_names_the_file_never_its_folder(tmp_path, capsys, content
         assert cli.main(argv) == 2
         line = one_line_error(capsys)
         assert "model.pt" in line or "gone.pt" in line
+
+
+def test_a_dry_run_refuses_an_out_that_is_a_file_without_creating_anything(
+    setup, tmp_path, capsys
+) -> None:
+    out = tmp_path / "out.txt"
+    out.write_text("a file where the folder should be")
+    argv = check(setup, out, tmp_path / "cache", "--dry-run")
+    assert cli.main(argv) == 2
+    assert one_line_error(capsys) == "medaudit: error: --out names a file, not a folder"
+    nested = check(setup, out / "inside", tmp_path / "cache", "--dry-run")
+    assert cli.main(nested) == 2
+    assert "a part of its path is a file" in one_line_error(capsys)

@@ -66,6 +66,20 @@ def in_progress_record(
     }
 
 
+def check_out_folder(out_dir: Path) -> None:
+    """What a dry run can say about ``--out`` without creating it: not a file, and the nearest
+    folder that exists can be written (as root this cannot fail; elsewhere it catches a
+    read-only mount before the runs)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError("`out` names a file, not a folder")
+    existing = next((p for p in (out_dir, *out_dir.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        raise UsageError("`out` cannot be created: a part of its path is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError("cannot write to the `out` folder (permission denied)")
+
+
 @contextlib.contextmanager
 def claim_out_folder(
     out_dir: Path, command: str, what: str = "audit", thresholds: Mapping[str, Any] | None = None
