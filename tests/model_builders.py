@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -22,3 +24,15 @@ def assert_same_weights(loaded: nn.Module, saved: dict[str, torch.Tensor]) -> No
     assert set(got) == set(saved)
     for key, value in saved.items():
         assert torch.equal(got[key], value), key
+
+
+def tiny_checkpoints(folder: Path, width: int = 8) -> tuple[Path, Path]:
+    """A user and a reference TinyResNet state_dict, seeded: the models of the smallest audit."""
+    from audit.models.tiny import TinyResNet
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    paths = folder / "user.pt", folder / "reference.pt"
+    for path in paths:
+        torch.save(TinyResNet(width=width).state_dict(), path)
+    return paths

@@ -29,6 +29,21 @@ def write_png(path: Path, seed: int, size: int = 24) -> None:
     Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8)).save(path)
 
 
+def separable_pngs(folder: Path, n: int = 40, size: int = 32, name: str = "img{n}.png") -> list:
+    """``n`` PNGs whose brightness follows the label (alternating 0, 1): a tiny audit learns
+    something from them. Returns (file name, label) per image, in order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    made = []
+    for k in range(n):
+        label = k % 2
+        pixels = rng.normal(110 + 30 * label, 25, (size, size)).clip(0, 255).astype(np.uint8)
+        file_name = name.format(n=k)
+        Image.fromarray(pixels).save(folder / file_name)
+        made.append((file_name, label))
+    return made
+
+
 @dataclass
 class NihRow:
     name: str

@@ -15,16 +15,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-import torch
-from PIL import Image
+from model_builders import tiny_checkpoints
+from test_data_builders import separable_pngs
 
 from audit import cli
 from audit.data import registry
 from audit.data.items import PlannedImage, SourcePlan
 from audit.data.source import DataRequest, DataSource
-from audit.models.tiny import TinyResNet
 from audit.report import outputs
 from audit.run import executors
 from audit.run.executor import Executor, InProcessExecutor, Record
@@ -231,25 +229,15 @@ def extensions():
 @pytest.fixture(scope="module")
 def tsv_folder(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("export")
-    rng = np.random.default_rng(0)
-    lines = []
-    for n in range(40):
-        label = n % 2
-        pixels = rng.normal(110 + 30 * label, 25, (32, 32)).clip(0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(root / f"scan{n}.png")
-        lines.append(f"scan{n}.png\t{label}\tpatient{n}")
+    made = separable_pngs(root, name="scan{n}.png")
+    lines = [f"{name}\t{label}\tpatient{n}" for n, (name, label) in enumerate(made)]
     (root / "cases.tsv").write_text("\n".join(lines))
     return root
 
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    paths = folder / "user.pt", folder / "reference.pt"
-    for path in paths:
-        torch.save(TinyResNet(width=8).state_dict(), path)
-    return paths
+    return tiny_checkpoints(tmp_path_factory.mktemp("models"))
 
 
 def audit(models: tuple[Path, Path], data: Path, out: Path, cache: Path, *more: str) -> dict:

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from model_builders import tiny_checkpoints
 from PIL import Image
+from test_data_builders import separable_pngs
 
 from audit import cli
 from audit.models.tiny import TinyResNet
@@ -23,17 +25,10 @@ CANARY = "ZZPHI4242"
 def setup(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp(f"{CANARY}_patient")
     data = root / f"{CANARY}_scans"
-    data.mkdir()
-    rng = np.random.default_rng(0)
     lines = ["path,label,patient_id"]
-    for n in range(40):
-        pixels = rng.normal(110 + 30 * (n % 2), 25, (32, 32)).clip(0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(data / f"img{n}.png")
-        lines.append(f"img{n}.png,{n % 2},{CANARY}{n}")
+    lines += [f"{name},{label},{CANARY}{n}" for n, (name, label) in enumerate(separable_pngs(data))]
     (data / "manifest.csv").write_text("\n".join(lines) + "\n")
-    torch.manual_seed(0)
-    for name in ("user.pt", "reference.pt"):
-        torch.save(TinyResNet(width=8).state_dict(), root / name)
+    tiny_checkpoints(root)
     return {"root": root, "data": data}
 
 

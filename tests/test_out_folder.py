@@ -7,21 +7,15 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-import torch
+from model_builders import tiny_checkpoints
 
 from audit import cli, pipeline
-from audit.models.tiny import TinyResNet
 from audit.run.out_folder import claim_out_folder
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    paths = folder / "user.pt", folder / "reference.pt"
-    for path in paths:
-        torch.save(TinyResNet(width=8).state_dict(), path)
-    return paths
+    return tiny_checkpoints(tmp_path_factory.mktemp("models"))
 
 
 def check_args(models: tuple[Path, Path], out: Path, cache: Path) -> list[str]:

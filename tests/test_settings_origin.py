@@ -12,10 +12,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
+from model_builders import tiny_checkpoints
 
 from audit import cli
-from audit.models.tiny import TinyResNet
 from audit.schema import validate_results
 
 FOUND_MARGIN = 0.3
@@ -23,12 +22,7 @@ FOUND_MARGIN = 0.3
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    paths = folder / "user.pt", folder / "reference.pt"
-    for path in paths:
-        torch.save(TinyResNet(width=8).state_dict(), path)
-    return paths
+    return tiny_checkpoints(tmp_path_factory.mktemp("models"))
 
 
 def check_args(models: tuple[Path, Path], tmp_path: Path, *more: str) -> list[str]:

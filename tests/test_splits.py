@@ -160,24 +160,17 @@ def test_two_fresh_cache_folders_give_the_same_audit_id_split_and_verdict(tmp_pa
     """The same command on the same data, each with a new --cache-dir (a new secret key)."""
     import json
 
-    import numpy as np
-    import torch
-    from PIL import Image
-    from test_data_builders import write_manifest
+    from model_builders import tiny_checkpoints
+    from test_data_builders import separable_pngs, write_manifest
 
     from audit import cli
-    from audit.models.tiny import TinyResNet
 
-    rng = np.random.default_rng(0)
-    rows = []
-    for n in range(40):
-        pixels = rng.normal(110 + 30 * (n % 2), 25, (32, 32)).clip(0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(tmp_path / f"img{n}.png")
-        rows.append({"path": f"img{n}.png", "label": n % 2, "patient_id": f"p{n // 2}"})
+    rows = [
+        {"path": name, "label": label, "patient_id": f"p{n // 2}"}
+        for n, (name, label) in enumerate(separable_pngs(tmp_path))
+    ]
     manifest = write_manifest(tmp_path / "manifest.csv", rows)
-    torch.manual_seed(0)
-    for name in ("user.pt", "reference.pt"):
-        torch.save(TinyResNet(width=8).state_dict(), tmp_path / name)
+    tiny_checkpoints(tmp_path)
     audits = []
     for cache in ("cache-a", "cache-b"):
         code = cli.main([
