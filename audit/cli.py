@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -636,7 +637,8 @@ class _FlagNamingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        return bounded(self.rename(text) if self.rename else text)
+        text = self.rename(text) if self.rename else text
+        return text if record.exc_info else bounded(text)  # --debug tracebacks stay whole
 
 
 def _configure_logging(
@@ -732,25 +734,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return int(ExitCode.INTERNAL)
-    except OSError as exc:  # a full disk, a folder that cannot be written: the user's to fix
+    except OSError as exc:
         if args.debug:
             log.exception("error")
-        said = flags_for_names(os_error_message(exc, args), flags, settings)
-        print(f"medaudit: error: {said}", file=sys.stderr)
+        message = os_error_message(exc, args)
+        if message is None:  # a library that failed to load, a network error: not the user's
+            return _internal_error(exc)
+        print(f"medaudit: error: {flags_for_names(message, flags, settings)}", file=sys.stderr)
         return int(ExitCode.USAGE)
     except Exception as exc:  # noqa: BLE001 - the contract: never a bare traceback
         if args.debug:
             log.exception("internal error")
-        name = type(exc).__name__
-        print(
-            f"medaudit: internal error ({name}): {scrubbed(str(exc))}. Re-run with --debug for "
-            "the traceback.",
-            file=sys.stderr,
-        )
-        return int(ExitCode.INTERNAL)
+        return _internal_error(exc)
 
 
-_PATH = re.compile(r"(?:\b[A-Za-z]:\\|(?<![\w.])/)[^\s'\"]*")
+def _internal_error(exc: BaseException) -> int:
+    print(
+        f"medaudit: internal error ({type(exc).__name__}): {scrubbed(str(exc))}. Re-run with "
+        "--debug for the traceback.",
+        file=sys.stderr,
+    )
+    return int(ExitCode.INTERNAL)
+
+
+_QUOTED_PATH = re.compile(r"""(['"])[^'"\n]*[/\\][^'"\n]*\1""")
+_ABSOLUTE_PATH = re.compile(r"(?:\b[A-Za-z]:\\|(?<![\w.:/])/(?=[^\s'\"]))[^\s'\"]*")
+_RELATIVE_PATH = re.compile(r"(?<![\w./\\:])(?:(?:[\w.-]+/){2,}[\w.-]*|[\w.-]*(?:\\[\w.-]*)+)")
 _FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
 
@@ -767,21 +776,28 @@ def bounded(text: object) -> str:
 
 
 def scrubbed(text: str, limit: int = 200) -> str:
-    """An exception's text as a message may show it: the first line, every path replaced (a
-    folder name can carry a patient's name or id), cut to ``limit`` characters."""
+    """An exception's text as a message may show it: the first line, with quoted strings that
+    hold a path separator, absolute paths and relative paths of two or more separators replaced
+    (a folder name can carry a patient's name or id; an unquoted path with spaces is replaced up
+    to its first space), cut to ``limit`` characters. URLs and ``train/val`` are kept."""
     first = (text.strip().splitlines() or [""])[0]
-    cleaned = _PATH.sub("<path>", first)
+    cleaned = _QUOTED_PATH.sub(lambda m: f"{m.group(1)}<path>{m.group(1)}", first)
+    cleaned = _RELATIVE_PATH.sub("<path>", _ABSOLUTE_PATH.sub("<path>", cleaned))
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
 
 
-def os_error_message(exc: OSError, args: argparse.Namespace) -> str:
-    """A filesystem error as one line naming the folder's option (never its path)."""
+def os_error_message(exc: OSError, args: argparse.Namespace) -> str | None:
+    """A filesystem error the user can fix, as one line naming the folder's option (never its
+    path); None for any other OSError (a library that failed to load, a network error, a
+    closed pipe), which is an internal error."""
     where = _folder_of(exc, args)
     place = f"the {where} folder" if where else "a folder medaudit reads or writes"
     if exc.errno in _FULL:
         return f"no space left on the disk of {place}; free some space or choose another folder"
     if exc.errno in _DENIED:
         return f"permission denied in {place}; check that it can be read and written"
+    if where is None or isinstance(exc, BrokenPipeError | ConnectionError | TimeoutError):
+        return None
     reason = exc.strerror or type(exc).__name__
     return f"a file in {place} could not be read or written ({reason})"
 
@@ -797,12 +813,28 @@ def _folder_of(exc: OSError, args: argparse.Namespace) -> str | None:
         "shared_cache": getattr(args, "shared_cache", None),
         "data": getattr(args, "data", None),
     }
+    matches: list[tuple[int, str]] = []
     for name in names:
-        target = Path(name.decode() if isinstance(name, bytes) else name).absolute()
+        target = Path(os.fsdecode(name))
         for option, folder in folders.items():
-            if folder is not None and target.is_relative_to(Path(folder).absolute()):
-                return f"`{option}`"
-    return None
+            if folder is None:
+                continue
+            base = Path(folder)
+            base = base.parent if base.suffix.lower() == ".csv" else base  # a manifest: its folder
+            for a, b in (
+                (target.absolute(), base.absolute()),
+                (_resolved(target), _resolved(base)),
+            ):
+                if a.is_relative_to(b):
+                    matches.append((len(b.parts), option))
+    return f"`{max(matches)[1]}`" if matches else None  # the deepest folder that holds the file
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path.absolute()
 
 
 def _default_cache() -> Path | None:

@@ -124,6 +124,7 @@ def settings_from_args(args: argparse.Namespace) -> tuple[Settings, SettingsOrig
     given = [key for key, value in dotted(flags).items() if value is not None]
     if locked is not None:
         _refuse_unlocked(given, getattr(args, "confounder", []), config_path.name)
+        _refuse_typed_gate_options(getattr(args, "typed", []), config_path.name)
     origin = SettingsOrigin(
         file=config_path.name if config_path else None,
         how=how,
@@ -131,6 +132,28 @@ def settings_from_args(args: argparse.Namespace) -> tuple[Settings, SettingsOrig
         from_flags=tuple(given),
     )
     return build_settings(file_values, flags), origin
+
+
+# Options that change what the gate decides or how its exit code reads, but that a settings file
+# cannot hold: with a locked file they keep their defaults (their defaults are not None, so
+# whether they were typed is read from the command line itself).
+_GATE_OPTIONS = (
+    "--inconclusive-exit", "--protocol", "--max-shift", "--max-flip-rate", "--max-sex-auc-gap",
+    "--threshold", "--probe-images",
+)  # fmt: skip
+
+
+def _refuse_typed_gate_options(typed: list[str], file_name: str) -> None:
+    found = [
+        flag
+        for flag in _GATE_OPTIONS
+        if any(token == flag or token.startswith(f"{flag}=") for token in typed)
+    ]
+    if found:
+        raise UsageError(
+            f"`locked_config`: {', '.join(found)} would change the gate outside {file_name}; a "
+            "locked audit keeps their defaults (run it without `locked_config` to set them)"
+        )
 
 
 def _refuse_unlocked(given: list[str], plugins: list[str], file_name: str) -> None:
@@ -221,6 +244,8 @@ def resolve_check_args(args: argparse.Namespace) -> ResolvedCheck:
 
     settings, origin = settings_from_args(args)  # before any plugin is imported
     extra = _extra_confounders(args)
+    if extra and "confounders" not in origin.from_flags:  # `--confounder` adds to the list
+        origin = dataclasses.replace(origin, from_flags=(*origin.from_flags, "confounders"))
     if extra:
         names = tuple(dict.fromkeys([*settings.confounders, *extra]))
         settings = dataclasses.replace(settings, confounders=names)

@@ -59,7 +59,7 @@ class AuditRequest:
     probe: Mapping[str, Any] | None = None  # `check --probe`: the probe's results, run first
     write_report: bool = True  # False: no report.pdf (render it later with `medaudit report`)
     summary: bool = True  # the console summary (audit.report.outputs.ConsoleSummary)
-    origin: SettingsOrigin = dataclasses.field(default_factory=SettingsOrigin)  # of each setting
+    origin: SettingsOrigin | None = None  # where each setting came from (None: not recorded)
     inconclusive_exit: int = 3  # the exit code an inconclusive verdict gets (0: counted as pass)
 
 
@@ -298,9 +298,9 @@ def build_results(
             "alpha": settings.alpha,
             "counted_levels": list(settings.counted_levels) if settings.counted_levels else None,
             "n_resamples": settings.n_resamples,
-            "sources": threshold_sources(request.origin),
+            **({"sources": threshold_sources(request.origin)} if request.origin else {}),
         },
-        "settings_origin": request.origin.record(),
+        **({"settings_origin": request.origin.record()} if request.origin else {}),
         "environment": dict(environment),
         "auc": auc,
         "operating": operating_summary(folds, settings.levels),

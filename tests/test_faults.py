@@ -276,3 +276,27 @@ def test_a_dry_run_refuses_an_out_that_is_a_file_without_creating_anything(
     nested = check(setup, out / "inside", tmp_path / "cache", "--dry-run")
     assert cli.main(nested) == 2
     assert "a part of its path is a file" in one_line_error(capsys)
+
+
+def test_an_os_error_that_is_not_the_users_to_fix_stays_an_internal_error(
+    setup, tmp_path, monkeypatch, capsys
+) -> None:
+    """A native library that fails to load is an OSError too; it is not bad input (exit 2)."""
+    import audit.data.loading as loading
+
+    def no_library(choice):
+        raise OSError("libcudnn.so.9: cannot open shared object file: No such file or directory")
+
+    monkeypatch.setattr(loading, "load_chosen", no_library)
+    assert cli.main(check(setup, tmp_path / "out", tmp_path / "cache")) == 4
+    assert one_line_error(capsys).startswith("medaudit: internal error (OSError): libcudnn.so.9")
+
+
+def test_scrubbed_replaces_paths_with_spaces_relative_and_windows_but_keeps_urls() -> None:
+    from audit.cli import scrubbed
+
+    assert scrubbed("denied: '/data/John Smith/img 1.png'") == "denied: '<path>'"
+    assert scrubbed(r"C:\Users\Jane Doe\x.dcm failed") == "<path> <path> failed"
+    assert scrubbed("bad data/Patient_Doe_123/x.png here") == "bad <path> here"
+    assert scrubbed("see https://pytorch.org/docs/x.html") == "see https://pytorch.org/docs/x.html"
+    assert scrubbed("train/val 3/4 (3, 224) / (4, 5)") == "train/val 3/4 (3, 224) / (4, 5)"

@@ -283,9 +283,18 @@ def test_page_one_says_inconclusive_counted_as_pass_with_the_detectable_gap(rend
 
 def test_a_not_gated_confounder_shows_its_reason_on_page_one_and_four_fit_one_page() -> None:
     results = _four_confounders(json.loads(FIXTURE.read_bytes()))
+    results["settings_origin"] = {  # the worst case: a found file and a long command line
+        "file": "pyproject.toml", "how": "found by searching upwards from the current folder",
+        "locked": False,
+        "from_file": {"margin": 0.3, "alpha": 0.1, "train.lr": 0.002, "train.epochs": 3},
+        "from_flags": ["levels", "folds", "image_size", "n_resamples", "confounders",
+                       "train.batch_size", "train.max_steps_per_epoch", "train.input_size"],
+    }  # fmt: skip
     pages = _page_one(results)
     assert len(pages) == 1, "page 1 holds four confounders, their reasons and the notes"
     page = pages[0]
+    assert "not named by the user" in page and "margin = 0.3" in page
+    assert "8 from the command line" in page
     assert "sex patient NOT GATED not gated" in page
     assert _flat(PRESAMPLED_REASON) in page
     assert "Not gated: sex" in page and "comes from the gated confounders only" in page

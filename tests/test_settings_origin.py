@@ -71,6 +71,7 @@ def test_settings_from_a_found_file_are_recorded_printed_and_on_page_one(
     page_one = PdfReader(tmp_path / "out" / "report.pdf").pages[0].extract_text()
     flat = " ".join(page_one.split())
     assert "settings from" in flat and "not named by the user" in flat and "margin = 0.3" in flat
+    assert "from the command line" in flat
     assert str(project) not in json.dumps(results), "a file name only, never its folder"
 
 
@@ -129,3 +130,22 @@ def test_a_locked_config_is_the_only_file_read_and_is_recorded_as_locked(
     assert origin.file == "gate.toml" and origin.how == LOCKED and origin.locked
     assert origin.from_flags == () and origin.from_file["train.epochs"] == 1
     assert origin.record()["locked"] is True
+
+
+def test_a_locked_config_refuses_the_gate_options_a_file_cannot_hold(
+    tiny_models, tmp_path, capsys
+) -> None:
+    locked = tmp_path / "gate.toml"
+    locked.write_text("margin = 0.05\n")
+    user = tiny_models[0]
+    base = ["check", str(user), "--modality", "cxr", "--synthetic", "--locked-config", str(locked),
+            "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    for more, flag in (
+        (["--inconclusive-exit", "0"], "--inconclusive-exit"),
+        (["--probe", "--max-flip-rate=0.99"], "--max-flip-rate"),
+    ):
+        assert cli.main([*base, *more]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith("medaudit: error: --locked-config: "), err
+        assert f"{flag} would change the gate outside gate.toml" in err
+    assert not (tmp_path / "out").exists()

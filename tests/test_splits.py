@@ -171,18 +171,25 @@ def test_two_fresh_cache_folders_give_the_same_audit_id_split_and_verdict(tmp_pa
     ]
     manifest = write_manifest(tmp_path / "manifest.csv", rows)
     tiny_checkpoints(tmp_path)
-    audits = []
-    for cache in ("cache-a", "cache-b"):
+
+    def audit(out: str, cache: str) -> dict:
         code = cli.main([
             "--quiet", "check", str(tmp_path / "user.pt"), "--modality", "cxr", "--data",
             str(manifest), "--reference", str(tmp_path / "reference.pt"), "--out",
-            str(tmp_path / f"out-{cache}"), "--cache-dir", str(tmp_path / cache),
+            str(tmp_path / out), "--cache-dir", str(tmp_path / cache),
             "--confounders", "tag", "--levels", "0,1", "--folds", "2", "--epochs", "1",
             "--max-steps", "1", "--batch-size", "8", "--input-size", "32", "--image-size", "32",
             "--resamples", "100", "--deterministic", "--no-report",
         ])  # fmt: skip
         assert code in (0, 1, 3)
-        audits.append(json.loads((tmp_path / f"out-{cache}" / "results.json").read_text()))
+        return json.loads((tmp_path / out / "results.json").read_text())
+
+    audits = [audit("out-cache-a", "cache-a"), audit("out-cache-b", "cache-b")]
+    # the same --out with a third cache folder: its stored runs name other pseudonyms, so they
+    # are redone (reusing them would score this cohort's cases under names it does not have)
+    again = audit("out-cache-a", "cache-c")
+    assert again["status"]["complete"] and again["status"]["runs_reused"] == 0
+    assert again["verdict"] == audits[0]["verdict"]
     first, second = audits
     assert first["audit_id"] == second["audit_id"]
     assert first["data"]["manifest_hash"] == second["data"]["manifest_hash"]

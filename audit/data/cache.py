@@ -36,7 +36,7 @@ from audit.data.pseudonyms import private_dir
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the record counts images with identical pixels under two patients
 FOLDER = "cohorts"
 _SERIAL_BELOW = 64
 
@@ -159,7 +159,35 @@ def _worker_count(workers: int | None, n_jobs: int, max_pixels: int | None = Non
 
 
 def available_memory() -> int | None:
-    """Bytes of memory free for new work (Linux: MemAvailable), or None where unknown."""
+    """Bytes of memory free for new work: Linux's MemAvailable, or a container's own limit
+    (cgroup v2 or v1) less what it uses when that is smaller; None where unknown."""
+    free = _host_available()
+    room = _cgroup_room()
+    if free is None or room is None:
+        return free if room is None else room
+    return min(free, room)
+
+
+def _cgroup_room() -> int | None:
+    for limit_file, usage_file in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        (
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+        ),
+    ):
+        try:
+            limit_text = Path(limit_file).read_text().strip()
+            used = int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit_text == "max" or not limit_text.isdigit() or int(limit_text) >= 2**60:
+            return None  # no limit
+        return max(0, int(limit_text) - used)
+    return None
+
+
+def _host_available() -> int | None:
     try:
         with open("/proc/meminfo") as handle:
             for line in handle:

@@ -78,7 +78,8 @@ def _read_safetensors(path: Path) -> Weights:
         return Weights(dict(load_file(str(path), device="cpu")), "safetensors")
     except (SafetensorError, OSError) as error:
         raise UsageError(
-            f"cannot read {Path(path).name} as safetensors (truncated or damaged?): {error}"
+            f"cannot read {Path(path).name} as safetensors (truncated or damaged?): "
+            f"{getattr(error, 'strerror', None) or error}"
         ) from None
 
 

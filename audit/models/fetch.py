@@ -192,7 +192,8 @@ def read_index(folder: Path) -> dict[str, CachedReference]:
         return {}
     except (OSError, ValueError) as error:
         raise UsageError(
-            f"cannot read {Path(path).name}: {error}; delete it and fetch again"
+            f"cannot read {Path(path).name}: {getattr(error, 'strerror', None) or error}; delete "
+            "it and fetch again"
         ) from None
     fields = {f.name for f in dataclasses.fields(CachedReference)} - {"name"}
     try:

@@ -90,7 +90,8 @@ def load_trusted_pickle(path: Path) -> Any:
     except (ModuleNotFoundError, AttributeError) as error:
         raise UsageError(
             f"{Path(path).name} holds a pickled object whose class cannot be imported here "
-            f"({type(error).__name__}); install the code that defined it, or re-save the model "
+            f"({type(error).__name__}: {getattr(error, 'name', None) or 'a class'}); install the "
+            "code that defined it, or re-save the model "
             "with torch.save(model.state_dict(), path)"
         ) from None
     except Exception as error:  # noqa: BLE001

@@ -1148,7 +1148,7 @@ def report_context(
             f"{t['counted_levels']}, {t['n_resamples']} bootstrap resamples",
         ),
     ]
-    origin = settings_origin_text(results.get("settings_origin"))
+    origin = settings_origin_text(results.get("settings_origin"), brief=True)
     if origin is not None:
         facts.append(("settings from", origin))
     if not reliance:  # schema 1's page 1 gives the date in its subtitle only, to keep one page

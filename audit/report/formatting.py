@@ -112,15 +112,20 @@ def commit_text(prov: Mapping[str, Any]) -> str:
 _SHOWN_FILE_SETTINGS = 12
 
 
-def settings_origin_text(origin: Mapping[str, Any] | None) -> str | None:
+def settings_origin_text(origin: Mapping[str, Any] | None, *, brief: bool = False) -> str | None:
     """Where the settings came from, in one line; None for a document that does not record it.
 
     A file medaudit found by itself is named with every value it set: a gate reader must see a
-    margin that a cloned repository's pyproject.toml loosened."""
+    margin that a cloned repository's pyproject.toml loosened. ``brief`` (page 1) is None unless
+    a file set something, and counts the command line's settings instead of naming them;
+    results.json has them all."""
     if not origin:
         return None
     from_file = dict(origin.get("from_file") or {})
     flags = list(origin.get("from_flags") or [])
+    if brief and not from_file:
+        return None
+    found = str(origin.get("how") or "").startswith("found")
     parts = []
     if from_file:
         shown = "; ".join(
@@ -128,10 +133,17 @@ def settings_origin_text(origin: Mapping[str, Any] | None) -> str | None:
         )
         more = len(from_file) - _SHOWN_FILE_SETTINGS
         shown += f"; and {more} more" if more > 0 else ""
-        caution = " (not named by the user)" if origin.get("how", "").startswith("found") else ""
-        parts.append(f"{origin['file']}, {origin['how']}{caution}: {shown}")
+        if brief:
+            how = "found, not named by the user" if found else origin["how"]
+            parts.append(f"{origin['file']} ({how}): {shown}")
+        else:
+            caution = " (not named by the user)" if found else ""
+            parts.append(f"{origin['file']}, {origin['how']}{caution}: {shown}")
     elif origin.get("file"):
         parts.append(f"{origin['file']} ({origin['how']}) sets nothing")
+    if flags and brief:
+        parts.append(f"{len(flags)} from the command line; the rest default")
+        return "; ".join(parts)
     if flags:
         parts.append(f"command line: {', '.join(flags)}")
     parts.append("every other setting: its documented default")

@@ -45,7 +45,7 @@ class ResolvedConfounder:
         return resolved
 
     def check_applies(self) -> None:
-        """Apply it once to a blank image of the working size, now: parameters that cannot work
+        """Apply it once to a test image of the working size, now: parameters that cannot work
         at this size (a tag larger than the image) fail before any run, not in every run."""
         if self.kind != "pixel" or self.work_size is None:
             return
@@ -53,17 +53,21 @@ class ResolvedConfounder:
 
         from audit.confounders.base import apply_confounder
 
-        blank = np.full((1, self.work_size, self.work_size), 128, dtype=np.uint8)
+        side = self.work_size  # a gradient with seeded noise: texture a plugin may need
+        ramp = np.linspace(40, 215, side)[None, :] + np.linspace(-20, 20, side)[:, None]
+        noise = np.random.default_rng(0).normal(0, 10, (side, side))
+        image = np.clip(ramp + noise, 0, 255).astype(np.uint8)[None]
         try:
             apply_confounder(
-                self.confounder, blank, np.array([True]), seed=self.seed, params=self.params
+                self.confounder, image, np.array([True]), seed=self.seed, params=self.params
             )
         except UsageError:
             raise
         except Exception as exc:  # noqa: BLE001 - a plugin's error, said once and up front
             raise UsageError(
-                f"confounder {self.name!r} fails on a {self.work_size}-pixel image with its "
-                f"parameters ({type(exc).__name__}); check its parameters"
+                f"confounder {self.name!r} fails on a {self.work_size}-pixel test image "
+                f"({type(exc).__name__}); check its parameters and that it handles images of "
+                "this size"
             ) from None
 
     def record(self) -> dict[str, Any]:

@@ -227,11 +227,6 @@ class SettingsOrigin:
     def locked(self) -> bool:
         return self.how == LOCKED
 
-    @property
-    def found(self) -> bool:
-        """The file was not asked for: its settings are listed wherever the verdict is shown."""
-        return self.how == FOUND and bool(self.from_file)
-
     def source_of(self, key: str) -> str:
         if key in self.from_flags:
             return "command line"

@@ -43,8 +43,14 @@ def execute(
     outcome = Outcome()
     pending = []
     by_key = {spec.key: spec for spec in specs}
+    cases = {case.case_id for case in inputs.cohort.cases}
     for spec in specs:
         done = store.get(spec.key)
+        if done is not None and not _names_these_cases(done, cases):
+            log.info(
+                "run %s was stored under another cache folder's pseudonyms; redone", spec.key[:10]
+            )
+            done = None
         if done is None:
             pending.append(spec)
         else:
@@ -81,6 +87,13 @@ def execute(
         record(RunFailure(key, f"the {executor.name} executor returned no result for this run"))
     progress.close()
     return outcome
+
+
+def _names_these_cases(result: RunResult, cases: set[str]) -> bool:
+    """A stored run is reusable only if its per-case scores name this cohort's cases: run keys
+    follow the data alone, but case ids are pseudonyms of the cache folder's secret key, so a
+    run made with another cache folder scored the same images under other names."""
+    return all(set(ids) <= cases for ids in result.case_ids.values())
 
 
 def _log_progress(finished: int, total: int, failed: int, bar_hidden: bool) -> None:

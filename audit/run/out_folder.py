@@ -68,8 +68,8 @@ def in_progress_record(
 
 def check_out_folder(out_dir: Path) -> None:
     """What a dry run can say about ``--out`` without creating it: not a file, and the nearest
-    folder that exists can be written (as root this cannot fail; elsewhere it catches a
-    read-only mount before the runs)."""
+    folder that exists can be written (``os.access``: a read-only mount or missing permission
+    is caught before the runs)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError("`out` names a file, not a folder")
