@@ -680,6 +680,27 @@ def option_flags(parser: argparse.ArgumentParser, command: str | None) -> dict[s
     return found
 
 
+def changed_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> set[str]:
+    """The flags whose parsed value differs from their default, however they were typed (an
+    abbreviation, ``--flag=value``): what a locked settings file must not be loosened by."""
+    command = getattr(args, "command", None)
+    changed: set[str] = set()
+    pending, top = [parser], True
+    while pending:
+        current = pending.pop()
+        for action in current._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                pending.extend(p for n, p in action.choices.items() if not top or n == command)
+            elif (
+                action.option_strings
+                and not top
+                and getattr(args, action.dest, action.default) != action.default
+            ):
+                changed.add(max(action.option_strings, key=len))
+        top = False
+    return changed
+
+
 def flags_for_names(message: str, flags: dict[str, str], settings: dict[str, str]) -> str:
     """Domain code names an option as `name` (its keyword, e.g. `trust_code`) and a setting by its
     key (``probe.max_sex_auc_gap``); on the command line the message names the flag instead."""
@@ -705,6 +726,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     flags, settings = option_flags(parser, args.command), SETTING_FLAGS.get(args.handler, {})
     _configure_logging(args.debug, args.quiet, lambda text: flags_for_names(text, flags, settings))
     args.typed = list(sys.argv[1:] if argv is None else argv)  # for the recorded command
+    args.changed_flags = changed_flags(parser, args)  # what differs from the defaults
     args.path_placeholders = path_placeholders(parser)  # what the record hides
     try:
         from audit import commands

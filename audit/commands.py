@@ -124,7 +124,7 @@ def settings_from_args(args: argparse.Namespace) -> tuple[Settings, SettingsOrig
     given = [key for key, value in dotted(flags).items() if value is not None]
     if locked is not None:
         _refuse_unlocked(given, getattr(args, "confounder", []), config_path.name)
-        _refuse_typed_gate_options(getattr(args, "typed", []), config_path.name)
+        _refuse_gate_options(getattr(args, "changed_flags", set()), config_path.name)
     origin = SettingsOrigin(
         file=config_path.name if config_path else None,
         how=how,
@@ -135,20 +135,16 @@ def settings_from_args(args: argparse.Namespace) -> tuple[Settings, SettingsOrig
 
 
 # Options that change what the gate decides or how its exit code reads, but that a settings file
-# cannot hold: with a locked file they keep their defaults (their defaults are not None, so
-# whether they were typed is read from the command line itself).
+# cannot hold: with a locked file they keep their defaults (read from the parsed values, so an
+# abbreviated flag is caught too).
 _GATE_OPTIONS = (
     "--inconclusive-exit", "--protocol", "--max-shift", "--max-flip-rate", "--max-sex-auc-gap",
     "--threshold", "--probe-images",
 )  # fmt: skip
 
 
-def _refuse_typed_gate_options(typed: list[str], file_name: str) -> None:
-    found = [
-        flag
-        for flag in _GATE_OPTIONS
-        if any(token == flag or token.startswith(f"{flag}=") for token in typed)
-    ]
+def _refuse_gate_options(changed: set[str], file_name: str) -> None:
+    found = [flag for flag in _GATE_OPTIONS if flag in changed]
     if found:
         raise UsageError(
             f"`locked_config`: {', '.join(found)} would change the gate outside {file_name}; a "

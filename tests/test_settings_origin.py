@@ -149,3 +149,16 @@ def test_a_locked_config_refuses_the_gate_options_a_file_cannot_hold(
         assert err.startswith("medaudit: error: --locked-config: "), err
         assert f"{flag} would change the gate outside gate.toml" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_abbreviated_gate_option_is_caught_too(tiny_models, tmp_path, capsys) -> None:
+    locked = tmp_path / "gate.toml"
+    locked.write_text("margin = 0.05\n")
+    argv = ["check", str(tiny_models[0]), "--modality", "cxr", "--synthetic", "--locked-config",
+            str(locked), "--inconclusive", "0", "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    assert cli.main(argv) == 2
+    assert "--inconclusive-exit would change the gate" in capsys.readouterr().err
+    same = [*argv[:-4], "--inconclusive-exit", "3", "--cache-dir", str(tmp_path / "cache"),
+            "--dry-run"]  # fmt: skip
+    assert cli.main(same) == 2  # the default typed out is no change: refused only at --synthetic
+    assert "would change the gate" not in capsys.readouterr().err
