@@ -226,9 +226,22 @@ def test_weights_holding_nan_are_refused_before_any_image_is_decoded(
     assert cli.main(argv) == 2
     assert one_line_error(capsys) == (
         "medaudit: error: diverged.pt: 1 weight tensor(s) hold NaN or infinite values; the model "
-        "cannot be fine-tuned (was it saved after a diverged training step?)"
+        "cannot be fine-tuned or scored (was it saved after a diverged training step?)"
     )
     assert not list((cache).rglob("*.npy")), "refused before the data was decoded"
+
+
+def test_the_probe_refuses_weights_holding_nan_too(tmp_path, capsys) -> None:
+    import torchvision
+
+    state = torchvision.models.resnet18(num_classes=1).state_dict()
+    state["fc.weight"] = torch.full_like(state["fc.weight"], float("inf"))
+    model = tmp_path / "shipped.pt"
+    torch.save(state, model)
+    argv = ["probe", str(model), "--modality", "cxr", "--synthetic", "--out",
+            str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    assert cli.main(argv) == 2
+    assert "shipped.pt: 1 weight tensor(s) hold NaN or infinite values" in one_line_error(capsys)
 
 
 def test_the_same_image_under_two_patient_ids_is_flagged_as_a_leak(tmp_path) -> None:

@@ -40,6 +40,21 @@ class Weights:
     notes: tuple[str, ...] = ()
 
 
+def refuse_non_finite(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Weights holding NaN or infinity cannot be fine-tuned or scored: every run (or every score)
+    would fail or be NaN, found only after the data is decoded. Said now, with a count."""
+    bad = sum(
+        1
+        for value in tensors.values()
+        if value.is_floating_point() and not bool(torch.isfinite(value).all())
+    )
+    if bad:
+        raise UsageError(
+            f"{Path(path).name}: {bad} weight tensor(s) hold NaN or infinite values; the model "
+            "cannot be fine-tuned or scored (was it saved after a diverged training step?)"
+        )
+
+
 def read_weights(path: Path, *, trust_code: bool = False, trust_pickle: bool = False) -> Weights:
     container = formats.sniff_format(path)
     if container in (formats.TORCH_ZIP, formats.TORCH_LEGACY):

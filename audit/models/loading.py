@@ -14,11 +14,10 @@ from pathlib import Path
 import torch
 
 from audit.common.hashing import file_sha256
-from audit.errors import UsageError
 from audit.models import radimagenet
 from audit.models.architectures import Backbone
 from audit.models.building import build_backbone
-from audit.models.checkpoints import Weights, read_weights
+from audit.models.checkpoints import Weights, read_weights, refuse_non_finite
 from audit.models.formats import sniff_format
 from audit.models.recognise import Recognised, recognise
 
@@ -88,7 +87,7 @@ def _loaded(
     preprocessing: str,
     extra_notes: tuple[str, ...] = (),
 ) -> LoadedModel:
-    _refuse_non_finite(path, found)
+    refuse_non_finite(path, found.weights)  # the backbone's: the head is replaced anyway
     backbone = build_backbone(found)
     return LoadedModel(
         backbone=backbone,
@@ -100,21 +99,6 @@ def _loaded(
         had_classifier=found.had_classifier,
         notes=(*weights.notes, *found.notes, *_dtype_notes(found), *extra_notes),
     )
-
-
-def _refuse_non_finite(path: Path, found: Recognised) -> None:
-    """Weights holding NaN or infinity cannot be fine-tuned: every run would fail, one by one,
-    after the data is decoded. Said now, with how many tensors are affected."""
-    bad = sum(
-        1
-        for value in found.weights.values()
-        if value.is_floating_point() and not bool(torch.isfinite(value).all())
-    )
-    if bad:
-        raise UsageError(
-            f"{Path(path).name}: {bad} weight tensor(s) hold NaN or infinite values; the model "
-            "cannot be fine-tuned (was it saved after a diverged training step?)"
-        )
 
 
 def _dtype_notes(found: Recognised) -> tuple[str, ...]:

@@ -26,7 +26,7 @@ from audit.errors import UsageError
 from audit.models import formats
 from audit.models.architectures import TORCHVISION_ARCHS, KeyLayout
 from audit.models.building import make_gray
-from audit.models.checkpoints import Weights, read_weights
+from audit.models.checkpoints import Weights, read_weights, refuse_non_finite
 from audit.models.recognise import Recognised, build_on_meta, recognise
 from audit.models.safe_unpickle import load_trusted_pickle
 from audit.models.state_dicts import (
@@ -57,6 +57,7 @@ def load_torch_model(
     if formats.sniff_format(path) == formats.TORCHSCRIPT:
         return _torchscript(path, trust_code)
     weights = read_weights(path, trust_pickle=trust_pickle)
+    refuse_non_finite(path, weights.state_dict)  # the probe scores with every weight, head too
     if weights.format == "pickled-module":
         module = _module_in(load_trusted_pickle(path), path)
         return TorchModel(module.eval(), weights.format, None, _first_conv_channels(module),
