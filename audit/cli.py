@@ -12,7 +12,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from audit import __version__
@@ -664,41 +664,39 @@ def _by_flag(error: SettingError, args: argparse.Namespace) -> SettingError:
     return error.named(flag) if given else error
 
 
-def option_flags(parser: argparse.ArgumentParser, command: str | None) -> dict[str, str]:
-    """Option name (argparse's dest, e.g. ``trust_code``) -> its flag on ``command`` (and on the
-    command's own sub-commands, such as ``reference fetch``)."""
-    found: dict[str, str] = {}
+def _command_options(
+    parser: argparse.ArgumentParser, command: str | None
+) -> Iterator[argparse.Action]:
+    """Every option of ``command`` and of its own sub-commands (``reference fetch``), never the
+    top level's: the one walk over the parser that option naming and change detection share."""
     pending, top = [parser], True
     while pending:
         current = pending.pop()
         for action in current._actions:
             if isinstance(action, argparse._SubParsersAction):
                 pending.extend(p for n, p in action.choices.items() if not top or n == command)
-            elif action.option_strings and action.dest not in found and not top:
-                found[action.dest] = max(action.option_strings, key=len)
+            elif action.option_strings and not top:
+                yield action
         top = False
+
+
+def option_flags(parser: argparse.ArgumentParser, command: str | None) -> dict[str, str]:
+    """Option name (argparse's dest, e.g. ``trust_code``) -> its flag on ``command`` (and on the
+    command's own sub-commands, such as ``reference fetch``)."""
+    found: dict[str, str] = {}
+    for action in _command_options(parser, command):
+        found.setdefault(action.dest, max(action.option_strings, key=len))
     return found
 
 
 def changed_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> set[str]:
     """The flags whose parsed value differs from their default, however they were typed (an
     abbreviation, ``--flag=value``): what a locked settings file must not be loosened by."""
-    command = getattr(args, "command", None)
-    changed: set[str] = set()
-    pending, top = [parser], True
-    while pending:
-        current = pending.pop()
-        for action in current._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                pending.extend(p for n, p in action.choices.items() if not top or n == command)
-            elif (
-                action.option_strings
-                and not top
-                and getattr(args, action.dest, action.default) != action.default
-            ):
-                changed.add(max(action.option_strings, key=len))
-        top = False
-    return changed
+    return {
+        max(action.option_strings, key=len)
+        for action in _command_options(parser, getattr(args, "command", None))
+        if getattr(args, action.dest, action.default) != action.default
+    }
 
 
 def flags_for_names(message: str, flags: dict[str, str], settings: dict[str, str]) -> str:
