@@ -72,7 +72,10 @@ def test_built_in_sources_are_named_without_importing_them() -> None:
         "if m in sys.modules]; print(','.join(names), heavy)"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["nih-cxr14,lidc-idri,manifest", "[]"]
+    assert out.stdout.split() == [
+        "nih-cxr14,chexpert,mimic-cxr-jpg,padchest,lidc-idri,manifest",
+        "[]",
+    ]
     assert set(registry.file_source_names()) >= {"nih-cxr14", "lidc-idri", "manifest"}
     for source in registry.all_sources():
         assert registry.get_source(source.name) is source

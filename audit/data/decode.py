@@ -4,6 +4,11 @@ The file's type is read from its first bytes, not its name, so a renamed or misl
 recognised (or rejected with a clear reason) instead of crashing a decoder. Images are resized to a
 square of ``image_size`` pixels with Pillow's antialiased bilinear filter (the whole image is
 scaled, as the study's Keras loader did: non-square images are squashed, not cropped).
+
+16-bit rasters are scaled from their own range unless the settings carry one window for the whole
+data set (:class:`WindowedDecodeSettings`, e.g. PadChest): a per-image range is itself a
+confounder (it follows each image's exposure), so a source that knows its images share a scale
+chooses the window once.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ DECODER_VERSION = "medaudit-decode-1"
 
 _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG = b"\xff\xd8\xff"
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I", "F")  # Pillow's modes of 16-bit and wider grey
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,20 @@ class DecodeSettings:
     hu_window: tuple[float, float]
     version: str = DECODER_VERSION
     max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+@dataclass(frozen=True)
+class WindowedDecodeSettings(DecodeSettings):
+    """Decode settings with one grey window for every 16-bit raster of a data set: ``low`` -> 0,
+    ``high`` -> 255, clipped. A subclass, not a new field, so the settings (and so the cache keys)
+    of every other source stay as they were."""
+
+    raw_window: tuple[float, float] = (0.0, 65535.0)
+
+
+def raw_window(settings: DecodeSettings) -> tuple[float, float] | None:
+    """The data set's window for wide rasters, or None (each is scaled from its own range)."""
+    return settings.raw_window if isinstance(settings, WindowedDecodeSettings) else None
 
 
 def check_declared_size(width: int, height: int, max_pixels: int) -> None:
@@ -85,7 +105,28 @@ def decode_file(
             max_pixels=settings.max_pixels,
         )  # fmt: skip
         return resize(image, settings.image_size), notes
-    return _read_raster(path, settings.image_size, settings.max_pixels), ()
+    window = raw_window(settings)
+    return _read_raster(path, settings.image_size, settings.max_pixels, window), ()
+
+
+def read_levels(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A PNG's or JPEG's grey levels as stored, unscaled (16-bit stays 16-bit), for a source
+    that chooses one window over its images; :class:`Unreadable` like :func:`decode_file`."""
+    if sniff(path) not in ("png", "jpeg"):
+        raise Unreadable(NOT_AN_IMAGE)
+    try:
+        with warnings.catch_warnings(), _truncated_images_refused():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                check_declared_size(*img.size, max_pixels)
+                img.load()
+                if img.mode not in _WIDE_MODES and img.mode != "L":
+                    img = img.convert("L")
+                return np.asarray(img)
+    except Unreadable:
+        raise
+    except Exception:
+        raise Unreadable(DAMAGED_IMAGE) from None
 
 
 @contextlib.contextmanager
@@ -100,7 +141,12 @@ def _truncated_images_refused() -> Iterator[None]:
         ImageFile.LOAD_TRUNCATED_IMAGES = before
 
 
-def _read_raster(path: Path, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def _read_raster(
+    path: Path,
+    size: int,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    window: tuple[float, float] | None = None,
+) -> np.ndarray:
     try:
         with warnings.catch_warnings(), _truncated_images_refused():
             warnings.simplefilter("ignore")
@@ -109,7 +155,7 @@ def _read_raster(path: Path, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) ->
                 if img.format == "JPEG":
                     img.draft("L", (size, size))  # decode at a reduced DCT scale when it can
                 img.load()
-                gray = _to_gray(img)
+                gray = _to_gray(img, window)
                 return _resize_pil(gray, size)
     except Unreadable:
         raise
@@ -117,15 +163,16 @@ def _read_raster(path: Path, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         raise Unreadable(DAMAGED_IMAGE) from None
 
 
-def _to_gray(img: Image.Image) -> Image.Image:
-    """8-bit grey; 16-bit images are scaled from their own range (their bit depth is unknown)."""
+def _to_gray(img: Image.Image, window: tuple[float, float] | None = None) -> Image.Image:
+    """8-bit grey; 16-bit images by the data set's ``window`` when given, else scaled from their
+    own range (their bit depth is unknown)."""
     if img.mode == "L":
         return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    if img.mode in _WIDE_MODES:
         values = np.asarray(img, dtype=np.float64)
-        low, high = float(values.min()), float(values.max())
+        low, high = window if window is not None else (float(values.min()), float(values.max()))
         unit = np.zeros_like(values) if high <= low else (values - low) / (high - low)
-        return Image.fromarray(np.rint(unit * 255).astype(np.uint8))
+        return Image.fromarray(np.rint(np.clip(unit, 0.0, 1.0) * 255).astype(np.uint8))
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (0, 0, 0, 255))

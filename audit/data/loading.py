@@ -24,7 +24,7 @@ import numpy as np
 from audit.data import cache as store
 from audit.data import registry
 from audit.data.cases import Case, Cohort
-from audit.data.decode import sniff
+from audit.data.decode import DecodeSettings, sniff
 from audit.data.items import PlannedImage, PlannedProblem, SourcePlan
 from audit.data.problems import NOT_AN_IMAGE, Quarantined, Unreadable
 from audit.data.pseudonyms import Pseudonymizer, load_or_create_key
@@ -137,6 +137,9 @@ class _Planned:
     def fingerprint(self) -> Any:
         return self.source.fingerprint(self.request, lambda: self.plan)
 
+    def decode_settings(self) -> DecodeSettings:
+        return self.source.decode_settings(self.request, lambda: self.plan)
+
 
 @dataclass(frozen=True)
 class Detection:
@@ -167,7 +170,7 @@ def _prepare(request: DataRequest) -> tuple[Detection, _Planned, Pseudonymizer, 
     pseudonyms = load_or_create_key(request.cache_dir)
     planned = _Planned(request, source)
     settings = {
-        "decode": request.decode_settings,
+        "decode": planned.decode_settings(),
         "finding": request.finding,
         "views": request.views,
         "protocol": request.protocol,
@@ -203,7 +206,7 @@ def _build(request, source: _Planned, pseudonyms, key: str, progress: bool):
         request.cache_dir,
         key,
         jobs,
-        request.decode_settings,
+        source.decode_settings(),
         workers=request.workers,
         progress=progress,
     )

@@ -1,6 +1,7 @@
 """The one registry of data sources: `--source` choices, detection order, official lists.
 
-The built-in sources (NIH ChestX-ray14, LIDC-IDRI, a manifest, the phantoms) register here; a
+The built-in sources (NIH ChestX-ray14, CheXpert, MIMIC-CXR-JPG, PadChest, LIDC-IDRI, a manifest,
+the phantoms) register here; a
 source from outside the package calls :func:`register_source` (a test module, a user's script) or
 names its class under the ``medaudit.data_sources`` entry point of an installed distribution.
 Detection and the command line's `--source` choices are read from this registry, so a new source
@@ -36,6 +37,9 @@ class _Declared:
 
 _BUILTIN = (
     _Declared("nih-cxr14", "audit.data.nih:NihSource"),
+    _Declared("chexpert", "audit.data.chexpert:ChexpertSource"),
+    _Declared("mimic-cxr-jpg", "audit.data.mimic:MimicSource"),
+    _Declared("padchest", "audit.data.padchest:PadchestSource"),
     _Declared("lidc-idri", "audit.data.lidc:LidcSource"),
     _Declared("manifest", "audit.data.manifest:ManifestSource"),
     _Declared("synthetic", "audit.data.synthetic:SyntheticSource", reads_files=False),

@@ -135,6 +135,13 @@ class DataSource:
         entry, size and modification time (``plan`` builds the plan at most once)."""
         return {"entries": [entry_identity(e) for e in plan().entries]}
 
+    def decode_settings(
+        self, request: DataRequest, plan: Callable[[], SourcePlan]
+    ) -> DecodeSettings:
+        """The settings this source's images are decoded with: the request's, unless the source
+        maps pixels by one rule for the whole data set (PadChest's window); part of the cache key."""
+        return request.decode_settings
+
     def check_request(self, request: DataRequest) -> None:
         """Refuse a modality this source cannot serve, in one line (the loader checks the
         protocol against every source's ``protocols``)."""
