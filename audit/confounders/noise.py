@@ -17,6 +17,12 @@ Choices made here:
 * Windows. Preset ``cxr`` is the study's [-1200, 800]. Preset ``ct`` is [-1000, 400] (air to
   dense soft tissue, which covers lung nodules); it must match the window the CT source used to
   write its slices, so that grey levels map back to the HU they came from.
+* Clean test set. ``apply_confounder`` gives ``baseline`` to every image not marked confounded,
+  and the clean test set marks none, so medaudit's clean set for noise carries the full dose
+  (N0 = 2e7) like every unconfounded training image. The study's clean set is the original images
+  with no noise at all. This module cannot tell the sets apart (its functions see one image),
+  so matching the study is a change where test sets are built (``audit/run/cells.py``), not a
+  parameter here.
 """
 
 from __future__ import annotations
