@@ -69,7 +69,14 @@ def standardise(x: torch.Tensor, scheme: str, channels: int = 3) -> torch.Tensor
         mean = torch.tensor(IMAGENET_MEAN[:channels], device=x.device).view(1, -1, 1, 1)
         std = torch.tensor(IMAGENET_STD[:channels], device=x.device).view(1, -1, 1, 1)
         x = (x - mean) / std
-    return x.contiguous(memory_format=torch.channels_last)
+    return x.contiguous(memory_format=memory_format(x.device))
+
+
+def memory_format(device: torch.device) -> torch.memory_format:
+    """channels_last on CUDA, where convolutions run faster in it; the default layout on the
+    CPU, where torch 2.14's multi-threaded channels_last backward corrupts the heap on some
+    batch sizes (7 images of 32 px: a double free; tests/test_engine_cpu.py)."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
 
 def normalise(batch: torch.Tensor, scheme: str, channels: int = 3) -> torch.Tensor:
