@@ -12,11 +12,12 @@ import logging
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from audit import __version__
-from audit.constants import DEFAULT_MAX_IMAGE_PIXELS, PROTOCOLS
+from audit.constants import DEFAULT_MAX_CHECKPOINT_GIB, DEFAULT_MAX_IMAGE_PIXELS, PROTOCOLS
 from audit.data.registry import file_source_names
 from audit.errors import ExitCode, MedauditError, UsageError
 from audit.resolve.constraints import SettingError
@@ -32,10 +33,12 @@ _COMMON_FLAGS = {
     "device": "--device", "probe.max_shift": "--max-shift",
     "probe.max_flip_rate": "--max-flip-rate", "probe.max_sex_auc_gap": "--max-sex-auc-gap",
     "probe.threshold": "--threshold", "max_image_pixels": "--max-image-pixels",
+    "max_checkpoint_gib": "--max-checkpoint-gib",
 }  # fmt: skip
 SETTING_FLAGS: dict[str, dict[str, str]] = {
     "check": {
         **_COMMON_FLAGS, "folds": "--folds", "repeats": "--repeats", "margin": "--margin", "train.epochs": "--epochs",
+        "min_clean_auc": "--min-clean-auc", "min_detector_auc": "--min-detector-auc",
         "train.batch_size": "--batch-size", "train.lr": "--lr", "train.patience": "--patience",
         "train.max_steps_per_epoch": "--max-steps", "train.input_size": "--input-size",
         "probe.max_images": "--probe-images", "ray.cpus_per_task": "--ray-cpus-per-task",
@@ -113,6 +116,14 @@ def _max_image_pixels(group: argparse._ArgumentGroup) -> None:
         "--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS, metavar="N",
         help="images declaring more pixels (width x height) are left out before decoding "
         f"(default {DEFAULT_MAX_IMAGE_PIXELS:,}: 8000 x 8000)",
+    )  # fmt: skip
+
+
+def _max_checkpoint_gib(group: argparse._ArgumentGroup | argparse.ArgumentParser) -> None:
+    group.add_argument(
+        "--max-checkpoint-gib", type=float, default=None, metavar="GIB",
+        help="model files larger than this, or zip checkpoints declaring more, are refused "
+        f"before decompressing (default {DEFAULT_MAX_CHECKPOINT_GIB:g})",
     )  # fmt: skip
 
 
@@ -210,6 +221,22 @@ def _protocol_options(parser: argparse.ArgumentParser) -> None:
         "--alpha", type=float, default=None, help="family-wise error rate (default 0.05)"
     )
     gate.add_argument(
+        "--min-clean-auc",
+        type=float,
+        default=None,
+        metavar="AUC",
+        help="control: each gated model's clean AUC must have a lower 95%% bound above this, "
+        "or the audit is incomplete (default 0.6)",
+    )
+    gate.add_argument(
+        "--min-detector-auc",
+        type=float,
+        default=None,
+        metavar="AUC",
+        help="control: a detector must tell each pixel artifact from clean images at the "
+        "input size with this held-out AUC, or the confounder is not tested (default 0.9)",
+    )
+    gate.add_argument(
         "--resamples",
         type=int,
         default=None,
@@ -296,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="any unreadable file is an error (exit 2), not left out",
     )
     _max_image_pixels(data)
+    _max_checkpoint_gib(data)
     data.add_argument(
         "--json", action="store_true", help="with --dry-run: print the summary as one JSON object"
     )
@@ -381,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow pickled whole modules (unpickling runs code: only for files you trust)",
     )
+    _max_checkpoint_gib(inspect)
     inspect.set_defaults(handler="inspect")
 
     _probe_parser(sub)
@@ -530,6 +559,7 @@ def _probe_parser(sub: argparse._SubParsersAction) -> None:
     data.add_argument("--views", default="PA", help="NIH views, comma-separated, or 'all'")
     data.add_argument("--strict", action="store_true", help="any unreadable file is an error")
     _max_image_pixels(data)
+    _max_checkpoint_gib(data)
     data.add_argument(
         "--subset", default=None,
         help="images to probe: 'all' or a named list of the source (default: the official test "
@@ -652,6 +682,16 @@ def _configure_logging(
     root.setLevel(level)
     for noisy in ("matplotlib", "PIL", "fontTools", "weasyprint"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    warnings.showwarning = _log_warning
+
+
+def _log_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """A library's Python warning (Pillow's, pydicom's, torch's) as one medaudit line: its
+    category and first line, paths replaced, bounded; never the raw form with the library's
+    file and source line, nor a value it quotes at length."""
+    logging.getLogger("audit.warnings").warning(
+        "warning (%s): %s", category.__name__, scrubbed(str(message))
+    )
 
 
 def _by_flag(error: SettingError, args: argparse.Namespace) -> SettingError:
@@ -728,8 +768,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.path_placeholders = path_placeholders(parser)  # what the record hides
     try:
         from audit import commands
+        from audit.models.formats import checkpoint_limit
 
-        return int(getattr(commands, f"run_{args.handler}")(args))
+        with checkpoint_limit(getattr(args, "max_checkpoint_gib", None)):
+            return int(getattr(commands, f"run_{args.handler}")(args))
     except SettingError as exc:
         if args.debug:
             log.exception("error")

@@ -74,6 +74,7 @@ def _parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
 _SETTING_DESTS = {
     "levels": "levels", "folds": "folds", "repeats": "repeats", "seed": "seed",
     "image_size": "image_size", "margin": "margin", "alpha": "alpha", "n_resamples": "resamples",
+    "min_clean_auc": "min_clean_auc", "min_detector_auc": "min_detector_auc",
     "with_random_init": "with_random_init", "confounders": "confounders",
     "confounder_params": "param", "train.epochs": "epochs", "train.batch_size": "batch_size",
     "train.lr": "lr", "train.patience": "patience", "train.max_steps_per_epoch": "max_steps",
@@ -116,6 +117,8 @@ def settings_from_args(args: argparse.Namespace) -> tuple[Settings, SettingsOrig
         "margin": args.margin,
         "alpha": args.alpha,
         "n_resamples": args.resamples,
+        "min_clean_auc": args.min_clean_auc,
+        "min_detector_auc": args.min_detector_auc,
         "with_random_init": args.with_random_init,
         "confounders": tuple(args.confounders.split(",")) if args.confounders else None,
         "confounder_params": _parse_params(args.param) or None,
@@ -317,6 +320,7 @@ def _declared(settings: Settings, origin: SettingsOrigin) -> dict[str, Any]:
     counted = list(settings.counted_levels) if settings.counted_levels else None
     return {
         "margin": settings.margin, "alpha": settings.alpha, "counted_levels": counted,
+        "min_clean_auc": settings.min_clean_auc, "min_detector_auc": settings.min_detector_auc,
         "sources": threshold_sources(origin),
     }  # fmt: skip
 

@@ -19,3 +19,4 @@ NOT_GATED = "not-gated"
 # The largest image (width x height, declared in its header) decoded by default: 8000 x 8000. A
 # small compressed file can declare far more and decode to gigabytes; `max_image_pixels` raises it.
 DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
+DEFAULT_MAX_CHECKPOINT_GIB = 16.0  # model files above it are refused unread; max_checkpoint_gib

@@ -99,12 +99,17 @@ def _clean(value: Any) -> Any:
 
 
 def _verdict(
-    outcome: Outcome, request: AuditRequest, splits: SplitTable, has_reference: bool
+    outcome: Outcome,
+    request: AuditRequest,
+    splits: SplitTable,
+    has_reference: bool,
+    learnable: Mapping[str, Mapping[str, Any]],
 ) -> dict[str, Any] | None:
     """The pre-declared verdict, or None when runs are missing (an incomplete audit decides nothing)."""
     if outcome.failed or not has_reference:
         return None
     from audit.analysis.gate import gate_record
+    from audit.run.learnability import learnability_summary
 
     settings, confounders = request.settings, request.confounders
     return gate_record(
@@ -116,7 +121,55 @@ def _verdict(
         alpha=settings.alpha,
         counted_levels=settings.counted_levels,
         patient_of=_patient_groups(request.cohort),
+        not_tested=learnability_summary(
+            learnable, [n for n, rc in confounders.items() if rc.confounder.kind == "pixel"]
+        ),
     )
+
+
+def _controls(
+    outcome: Outcome,
+    request: AuditRequest,
+    splits: SplitTable,
+    learnable: Mapping[str, Mapping[str, Any]],
+) -> dict[str, Any]:
+    """Controls (a) and (b) on the finished runs, (c) as measured before them."""
+    from audit.analysis.controls import clean_auc_control, controls_record, training_control
+    from audit.analysis.gate import clean_run_scores
+
+    settings, confounders = request.settings, request.confounders
+    not_gated = _not_gated(confounders, splits, settings)
+    kinds = {n: rc.confounder.kind for n, rc in confounders.items() if n not in not_gated}
+    scores = clean_run_scores(outcome.results, kinds, _patient_groups(request.cohort))
+    return controls_record(
+        training_control(outcome.results),
+        clean_auc_control(scores, settings.min_clean_auc),
+        learnable,
+    )
+
+
+def _status(
+    specs: Sequence[RunSpec], outcome: Outcome, controls: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Complete means every run finished and the controls hold; ``reason`` says what did not."""
+    runs_complete = not outcome.failed and len(outcome.results) == len(specs)
+    reason = None
+    if not runs_complete:
+        missing = len(specs) - len(outcome.results)
+        reason = (
+            f"{missing} of {len(specs)} runs failed or are missing; an incomplete audit decides "
+            "nothing: run the same command again to resume"
+        )
+    elif controls is not None and not controls["passed"]:
+        reason = controls["reason"]
+    return {
+        "complete": reason is None,
+        "reason": reason,
+        "runs_total": len(specs),
+        "runs_done": len(outcome.results),
+        "runs_reused": outcome.reused,
+        "runs_failed": len(outcome.failed),
+    }
 
 
 def _patient_groups(cohort: Cohort) -> dict[str, str]:
@@ -181,20 +234,31 @@ def _gate(
     probe: Mapping[str, Any] | None,
     inconclusive_exit: int,
     anything_gated: bool = True,
+    untested: bool = False,
 ) -> dict[str, Any]:
     """What the exit code and a CI gate follow: the audit's verdict, or with ``check --probe``
     the worse of the audit's and the probe's; and what an inconclusive verdict counts as. An
     audit that gated nothing is inconclusive whatever ``inconclusive_exit`` says: no test is no
-    pass."""
+    pass; nor is a confounder "not tested" (its artifact invisible) ever counted as a pass."""
     from audit.analysis.verdict import exit_code_for, overall_verdict
 
     probe_overall = probe["verdict"]["overall"] if probe else None
     verdicts = [audit_overall] + ([probe_overall] if probe_overall else [])
     overall = overall_verdict(verdicts)
+    requested, override = inconclusive_exit, None
     if not anything_gated:
         inconclusive_exit = 3
+    elif untested and inconclusive_exit == 0:
+        inconclusive_exit = 3
+        override = (
+            "--inconclusive-exit 0 does not apply: a confounder was not tested (its artifact "
+            "is invisible at the input size), and an untested confounder is never counted as "
+            "a pass: exit 3."
+        )
     counted_as = {0: "pass", 1: "fail"}.get(inconclusive_exit)
     return {
+        "inconclusive_exit_requested": requested,
+        "override": override,
         "overall": overall,
         "audit": audit_overall,
         "probe": probe_overall,
@@ -227,13 +291,20 @@ def build_results(
     specs: Sequence[RunSpec],
     outcome: Outcome,
     environment: Mapping[str, str],
+    learnable: Mapping[str, Mapping[str, Any]],
 ) -> dict[str, Any]:
     settings, cohort, confounders = request.settings, request.cohort, request.confounders
-    complete = not outcome.failed and len(outcome.results) == len(specs)
+    runs_complete = not outcome.failed and len(outcome.results) == len(specs)
     roles = {ref.role for ref, _ in request.models}
+    has_reference = "reference" in roles
+    controls = (
+        _controls(outcome, request, splits, learnable) if runs_complete and has_reference else None
+    )
+    status = _status(specs, outcome, controls)
+    complete = status["complete"]
     folds = fold_results(outcome.results)  # a fold's repeats averaged: one unit per fold
     auc = auc_summary(folds, settings.levels)
-    verdict = _verdict(outcome, request, splits, "reference" in roles) if complete else None
+    verdict = _verdict(outcome, request, splits, has_reference, learnable) if complete else None
     results = {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "medaudit", "version": __version__},
@@ -242,13 +313,8 @@ def build_results(
         "command": request.command,
         "illustrative": cohort.synthetic,
         "illustrative_note": ILLUSTRATIVE_NOTE if cohort.synthetic else None,
-        "status": {
-            "complete": complete,
-            "runs_total": len(specs),
-            "runs_done": len(outcome.results),
-            "runs_reused": outcome.reused,
-            "runs_failed": len(outcome.failed),
-        },
+        "status": status,
+        "controls": controls,
         "budget": budget_record(settings, len(specs), sum(r.seconds for r in outcome.results)),
         "models": [canonical(ref) for ref, _ in request.models],
         "data": {
@@ -298,6 +364,8 @@ def build_results(
             "alpha": settings.alpha,
             "counted_levels": list(settings.counted_levels) if settings.counted_levels else None,
             "n_resamples": settings.n_resamples,
+            "min_clean_auc": settings.min_clean_auc,
+            "min_detector_auc": settings.min_detector_auc,
             **({"sources": threshold_sources(request.origin)} if request.origin else {}),
         },
         **({"settings_origin": request.origin.record()} if request.origin else {}),
@@ -315,6 +383,9 @@ def build_results(
                 "auc": dict(r.auc),
                 "epochs_run": r.epochs_run,
                 "best_epoch": r.best_epoch,
+                "optimizer_steps": r.optimizer_steps,
+                "train_loss_start": r.train_loss_start,
+                "train_loss_end": r.train_loss_end,
                 "seconds": r.seconds,
             }
             for r in sorted(
@@ -329,15 +400,32 @@ def build_results(
     if request.probe is not None:
         results["probe"] = dict(request.probe)
     if verdict is not None:
-        gated = any(row["gated"] for row in verdict["per_confounder"])
+        from audit.analysis.gate import NOT_TESTED
+
+        rows = verdict["per_confounder"]
         results["gate"] = _gate(
-            verdict["overall"], request.probe, request.inconclusive_exit, anything_gated=gated
-        )
+            verdict["overall"], request.probe, request.inconclusive_exit,
+            anything_gated=any(row["gated"] for row in rows),
+            untested=any(row["verdict"] == NOT_TESTED for row in rows),
+        )  # fmt: skip
     if complete and "reference" in roles:
         results["statistics"] = {
             name: descriptive_statistics(folds, name, settings.levels) for name in confounders
         }
     return _clean(results)
+
+
+def _learnability(
+    inputs: AuditInputs, specs: Sequence[RunSpec], settings: Settings, executor: Executor
+) -> dict[str, dict[str, Any]]:
+    """Control (c), before the runs: which artifacts a detector sees at the input size, on a
+    device of the executor's (never a GPU the user did not name)."""
+    import torch
+
+    from audit.run.learnability import learnability
+
+    device = torch.device(executor.local_device())
+    return learnability(inputs, specs, settings.min_detector_auc, settings.seed, device)
 
 
 def run_audit(request: AuditRequest) -> AuditOutputs:
@@ -371,10 +459,12 @@ def run_audit(request: AuditRequest) -> AuditOutputs:
 
     for line in power_lines(_power(request, splits)):  # what this plan can resolve, up front
         log.info(line)
+    learnable = _learnability(inputs, specs, settings, request.executor)
     outcome = execute(specs, inputs, ResultsStore(out_dir), request.executor)
     results = build_results(
-        request, splits, specs, outcome, request.executor.environment(settings.train.deterministic)
-    )
+        request, splits, specs, outcome,
+        request.executor.environment(settings.train.deterministic), learnable,
+    )  # fmt: skip
     from audit.report.outputs import write_finished
 
     skip = [] if request.write_report else ["report.pdf"]

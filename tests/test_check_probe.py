@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from audit_checks import assert_finished, working_manifest
+from model_builders import tiny_checkpoints
 
 from audit import cli
 from audit.commands import _exit_code
@@ -27,24 +29,29 @@ def models(tmp_path_factory) -> dict[str, Path]:
     paths = {"user": folder / "user.pt", "reference": folder / "reference.pt",
              "backbone": folder / "backbone.pt"}  # fmt: skip
     torch.save(whole.state_dict(), paths["user"])
-    torch.save(torchvision.models.resnet18(num_classes=1000).state_dict(), paths["reference"])
+    _, paths["reference"] = tiny_checkpoints(folder / "tiny")  # learns separable images fast
     torch.save({k: v for k, v in whole.state_dict().items() if not k.startswith("fc.")},
                paths["backbone"])  # fmt: skip
+    paths["data"] = working_manifest(folder / "data", n=160, sex=True).parent
     return paths
 
 
-COMMON = [
-    "--modality", "cxr", "--synthetic", "--synthetic-patients", "120", "--image-size", "32",
-    "--input-size", "32", "--resamples", "200", "--confounders", "tag,sex", "--device", "cpu",
-]  # fmt: skip
+def common(models: dict[str, Path]) -> list[str]:
+    """Separable images with a sex column: the audit's experiment works (its controls hold),
+    so the gate combines a real verdict with the probe's."""
+    return [
+        "--modality", "cxr", "--data", str(models["data"]), "--image-size", "32",
+        "--input-size", "32", "--resamples", "200", "--confounders", "tag,sex", "--device", "cpu",
+    ]  # fmt: skip
 
 
 def check(models: dict[str, Path], model: Path, tmp_path: Path, *extra: str) -> list[str]:
     return [
-        "--quiet", "check", str(model), *COMMON, "--reference", str(models["reference"]),
+        "--quiet", "check", str(model), *common(models), "--reference", str(models["reference"]),
         "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
-        "--levels", "0,1", "--folds", "1", "--epochs", "1", "--max-steps", "1",
-        "--batch-size", "8", "--probe", *extra,
+        "--levels", "0,1", "--folds", "1", "--epochs", "6", "--batch-size", "16", "--lr", "3e-4",
+        "--probe",
+        *extra,
     ]  # fmt: skip
 
 
@@ -60,7 +67,8 @@ def audited(models, tmp_path_factory) -> tuple[int, str, Path]:
 
 def test_check_probe_embeds_the_probe_a_standalone_run_gives(models, audited) -> None:
     code, printed, tmp_path = audited
-    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    results = assert_finished(code, tmp_path / "out")
+    assert results["controls"]["passed"], results["controls"]["reason"]
     validate_results(results)
     embedded = results["probe"]
     assert embedded["kind"] == "probe" and results["status"]["complete"]
@@ -79,7 +87,7 @@ def test_check_probe_embeds_the_probe_a_standalone_run_gives(models, audited) ->
     assert "probe (training-free" in printed and "gate:" in printed
 
     standalone = [
-        "--quiet", "probe", str(models["user"]), *COMMON, "--out", str(tmp_path / "probe"),
+        "--quiet", "probe", str(models["user"]), *common(models), "--out", str(tmp_path / "probe"),
         "--cache-dir", str(tmp_path / "cache"), "--placebo",
     ]  # fmt: skip
     assert cli.main(standalone) in (0, 1, 3)

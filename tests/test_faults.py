@@ -313,3 +313,161 @@ def test_scrubbed_replaces_paths_with_spaces_relative_and_windows_but_keeps_urls
     assert scrubbed("bad data/Patient_Doe_123/x.png here") == "bad <path> here"
     assert scrubbed("see https://pytorch.org/docs/x.html") == "see https://pytorch.org/docs/x.html"
     assert scrubbed("train/val 3/4 (3, 224) / (4, 5)") == "train/val 3/4 (3, 224) / (4, 5)"
+
+
+def test_a_checkpoint_above_the_size_limit_is_refused_unread_with_the_flag_named(
+    setup, tmp_path, capsys
+) -> None:
+    """The file's own size, and a zip's declared contents (many members, each too small to be
+    a bomb), are held to --max-checkpoint-gib before anything is decompressed."""
+    import zipfile
+
+    out = tmp_path / f"{CANARY}_out"
+    big = setup["root"] / "user.pt"
+    assert cli.main([*check(setup, out, tmp_path / "c"), "--max-checkpoint-gib", "0.00001"]) == 2
+    line = one_line_error(capsys)
+    assert "is refused unread: the file holds" in line and "--max-checkpoint-gib raises it" in line
+    assert big.name in line and CANARY not in line
+
+    many = tmp_path / "many.pt"
+    with zipfile.ZipFile(many, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for k in range(10):
+            archive.writestr(f"archive/data/{k}", bytes(2 << 20))  # 2 MiB of zeros each
+        archive.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+    assert many.stat().st_size < 1 << 20
+    argv = check(setup, out, tmp_path / "c")
+    argv[1] = str(many)
+    assert cli.main([*argv, "--max-checkpoint-gib", "0.01"]) == 2
+    line = one_line_error(capsys)
+    assert "its members declare 0.0195 GiB, above the checkpoint limit of 0.01 GiB" in line
+    assert cli.main([*argv, "--max-checkpoint-gib", "0"]) == 2
+    assert "--max-checkpoint-gib 0.0 is not accepted" in one_line_error(capsys)
+
+
+def test_a_library_warning_is_one_medaudit_line_without_its_path_or_source() -> None:
+    """Pillow and pydicom warn through Python's warnings module, which prints the library's
+    file, line and source line; a message naming an image's folder would print it too."""
+    import subprocess
+    import sys
+
+    script = (
+        "import warnings; from audit import cli; cli._configure_logging(False, False); "
+        f"warnings.warn('cannot fully read /data/{CANARY}_ward/scan 7.png: truncated', UserWarning)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 0 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("medaudit: warning (UserWarning): cannot fully read <path>")
+    assert CANARY not in done.stderr and "warnings.warn" not in done.stderr
+
+
+def test_a_file_name_too_long_and_a_folder_loop_are_left_out_and_counted(tmp_path, capsys) -> None:
+    """Issue point 1: OSErrors on single files (ENAMETOOLONG, ELOOP) are that file's problem,
+    counted by reason; they are never exit 4 with the path, nor do they block the dry run."""
+    import os
+
+    data = tmp_path / f"{CANARY}_site"
+    separable_pngs(data, n=8)
+    rows = ["path,label,patient_id", *[f"img{n}.png,{n % 2},p{n}" for n in range(8)]]
+    rows += [f"{CANARY}{'x' * 300}.png,1,pLong", f"{CANARY}_loop/img.png,0,pLoop"]
+    (data / "manifest.csv").write_text("\n".join(rows) + "\n")
+    os.symlink(f"{CANARY}_loop", data / f"{CANARY}_loop")  # a folder that is its own link
+    code = cli.main(["check", str(setup_model(tmp_path)), "--modality", "cxr", "--data",
+                     str(data), "--dry-run", "--json", "--cache-dir", str(tmp_path / "c")])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert CANARY not in captured.out + captured.err and "Traceback" not in captured.err
+    summary = json.loads(captured.out)
+    assert summary["excluded"] == {
+        "file or folder that cannot be read": 1,
+        "image file not found": 1,
+    }
+
+
+def test_an_nih_image_folder_that_cannot_be_listed_is_counted_not_fatal(
+    tmp_path, monkeypatch, caplog
+) -> None:
+    """Issue point 1: an unreadable images_* folder (root can read anything, so the refusal is
+    simulated): its images count as not found and one warning says so, without the path."""
+    from pathlib import Path as RealPath
+
+    from test_data_builders import make_nih_tree
+
+    from audit.data.nih import index_images
+
+    root = tmp_path / f"{CANARY}_nih"
+    make_nih_tree(root)
+    real_iterdir = RealPath.iterdir
+
+    def refusing(self):
+        if self.parent.name == "images_002":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(RealPath, "iterdir", refusing)
+    with caplog.at_level("WARNING"):
+        found = index_images(root)
+    assert found and all(p.parent.parent.name == "images_001" for p in found.values())
+    assert "1 image folder(s) of the NIH data could not be listed" in caplog.text
+    assert CANARY not in caplog.text
+
+
+def setup_model(folder: Path) -> Path:
+    user, _ = tiny_checkpoints(folder / "m")
+    return user
+
+
+def test_a_decoder_process_that_dies_is_exit_2_naming_memory_or_the_cache_disk(
+    setup, tmp_path, monkeypatch, capsys
+) -> None:
+    """Issue point 7: a decoder killed by the kernel (SIGBUS on a full disk, or out of memory)
+    broke the pool: "internal error (BrokenProcessPool)". Now one line names both causes."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    import audit.data.cache as cache_module
+
+    class DyingPool:
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            return None
+
+        def submit(self, *args, **kwargs):
+            class Future:
+                def result(self):
+                    raise BrokenProcessPool("A process in the process pool was terminated abruptly")
+
+            return Future()
+
+    monkeypatch.setattr(cache_module, "ProcessPoolExecutor", DyingPool)
+    monkeypatch.setattr(cache_module, "_worker_count", lambda *args, **kwargs: 2)
+    out, cache = tmp_path / f"{CANARY}_out", tmp_path / f"{CANARY}_cache"
+    assert cli.main(check(setup, out, cache)) == 2
+    line = one_line_error(capsys)
+    assert (
+        "a process decoding the images died (out of memory, or the disk of the --cache-dir" in line
+    )
+    assert not [p for p in cache.rglob("*.tmp*")], "no temporary file left behind"
+
+
+@pytest.mark.parametrize("command", ["inspect", "check"])
+def test_a_safetensors_header_nested_200k_deep_is_exit_2(setup, tmp_path, capsys, command) -> None:
+    """Issue point 8: the header's JSON parser ran out of stack (internal error, exit 4)."""
+    import struct
+
+    depth = 200_000
+    header = b'{"a":' * depth + b"1" + b"}" * depth
+    model = tmp_path / "deep.safetensors"
+    model.write_bytes(struct.pack("<Q", len(header)) + header)
+    argv = [command, str(model)]
+    if command == "check":
+        argv = check(setup, tmp_path / "out", tmp_path / "c")
+        argv[1] = str(model)
+    assert cli.main(argv) == 2
+    assert "is not a model checkpoint this tool reads" in one_line_error(capsys)

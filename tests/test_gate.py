@@ -219,3 +219,27 @@ def test_the_verdict_does_not_depend_on_the_order_runs_finished_in() -> None:
     results = _pixel_results(user_lift=0.9, ref_lift=0.6, seed=4)
     shuffled = [results[i] for i in np.random.default_rng(1).permutation(len(results))]
     assert _record(shuffled) == _record(results), "Ray finishes runs in any order"
+
+
+def test_a_not_tested_confounder_is_never_a_pass_but_a_shown_reliance_still_fails() -> None:
+    """The learnability detector missed the artifact: an equal-lift pass becomes "not tested"
+    (overall inconclusive); a reliance the runs show clearly stays a fail, with its measure."""
+    why = {"tag": "Not tested: the detector missed it."}
+    equal = _record(_pixel_results(user_lift=0.5, ref_lift=0.5), not_tested=why)
+    row = equal["per_confounder"][0]
+    assert (row["verdict"], row["reason"]) == ("not tested", why["tag"])
+    assert row["reliance"] is not None, "the measure is kept for the reader"
+    assert equal["overall"] == "inconclusive"
+    leaning = _record(_pixel_results(user_lift=3.0, ref_lift=0.3), not_tested=why)
+    row = leaning["per_confounder"][0]
+    assert row["verdict"] == "fail" and "detector missed" in row["reason"]
+    assert leaning["overall"] == "fail"
+
+
+def test_not_tested_keeps_exit_3_under_inconclusive_exit_0_and_says_why() -> None:
+    from audit.pipeline import _gate
+
+    gate = _gate("inconclusive", None, 0, untested=True)
+    assert (gate["exit_code"], gate["inconclusive_counted_as"]) == (3, None)
+    assert gate["inconclusive_exit_requested"] == 0 and "not tested" in gate["override"]
+    assert _gate("inconclusive", None, 1, untested=True)["exit_code"] == 1

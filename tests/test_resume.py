@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from audit_checks import assert_finished
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def test_sigkill_mid_audit_then_resume_loses_and_redoes_nothing(checkpoints, tmp
     done = subprocess.run(
         audit_command(user, reference, out, cache), capture_output=True, text=True
     )
-    assert done.returncode in (0, 1, 3), done.stderr
+    assert_finished(done.returncode, out)
     after = finished_runs(out)
     assert len(after) == 6
     assert {name: after[name] for name in before} == before, "finished runs were redone"
@@ -81,7 +82,7 @@ def test_sigkill_mid_audit_then_resume_loses_and_redoes_nothing(checkpoints, tmp
     done = subprocess.run(
         audit_command(user, reference, straight, cache), capture_output=True, text=True
     )
-    assert done.returncode in (0, 1, 3), done.stderr
+    assert_finished(done.returncode, straight)
     uninterrupted = json.loads((straight / "results.json").read_text())
     assert strip_timings(resumed) == strip_timings(uninterrupted)
 

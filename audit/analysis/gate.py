@@ -19,6 +19,7 @@ from audit.analysis.stats import breaking_point
 from audit.train.engine import RunResult
 
 NOT_GATED = "not gated"
+NOT_TESTED = "not tested"  # the artifact is invisible at the input size: never a pass
 MEASURE = "reliance_gap"
 BREAKING_AUC = 0.5  # an o.o.d. AUC below chance: the shortcut outweighs the real signal
 S_NOTE = (
@@ -118,6 +119,24 @@ def _breaking_point(runs: Sequence[RunResult], levels: Sequence[float]) -> float
     return breaking_point(np.asarray(levels, dtype=float), np.asarray(curve), BREAKING_AUC)
 
 
+def clean_run_scores(
+    results: Sequence[RunResult],
+    confounders: Mapping[str, str],
+    patient_of: Mapping[str, str],
+) -> dict[str, list[reliance.RunScores]]:
+    """Per confounder, its gated runs' scores as the clean-AUC control reads them (a confounder
+    whose runs cannot be laid out is left out: the gate says why)."""
+    arrays = _Arrays(patient_of)
+    scores: dict[str, list[reliance.RunScores]] = {}
+    for name, kind in confounders.items():
+        runs = _gated_roles([r for r in results if r.confounder == name])
+        try:
+            scores[name] = [_reliance_run(r, kind, arrays) for r in runs]
+        except (KeyError, ValueError):
+            continue
+    return {name: runs for name, runs in scores.items() if runs}
+
+
 def gate_record(
     results: Sequence[RunResult],
     confounders: Mapping[str, str],
@@ -128,12 +147,17 @@ def gate_record(
     alpha: float,
     counted_levels: Sequence[float] | None,
     patient_of: Mapping[str, str],
+    not_tested: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The verdict record of results.json (schema 1).
 
     ``confounders``: name -> kind ("pixel" or "sampling"); ``not_gated``: name -> why it is
-    shown but not gated. Every other confounder is gated; one whose measure fails to compute is
-    inconclusive with the reason, never left out."""
+    shown but not gated; ``not_tested``: name -> why its artifact could not be learned at this
+    input size (gated and measured; its verdict "not tested" unless the measure fails it, since
+    reliance shown on an artifact the detector missed is still reliance). Every other
+    confounder is gated; one whose measure fails to compute is inconclusive with the reason,
+    never left out."""
+    not_tested = dict(not_tested or {})
     settings = reliance.RelianceSettings(
         margin=margin,
         alpha=alpha,
@@ -188,6 +212,14 @@ def gate_record(
                 reliance={**reliance.to_dict(d.estimate),  # type: ignore[dict-item]
                           "dominant_variance": d.estimate.dominant_variance},
             )  # fmt: skip
+            if name in not_tested and d.verdict == "fail":
+                row["reason"] = (
+                    f"{d.reason} The learnability detector missed this artifact, but the audited model's reliance on it is shown."
+                )
+            elif name in not_tested:
+                row.update(verdict=NOT_TESTED, reason=not_tested[name])
+        elif name in not_tested:
+            row.update(verdict=NOT_TESTED, reason=not_tested[name])
         elif name in problems:
             row.update(verdict="inconclusive", reason=problems[name])
         else:
@@ -196,7 +228,9 @@ def gate_record(
         row["clean_gap"] = _auc_gap(runs, "clean", arrays, settings)
         row["breaking_point"] = _breaking_point(runs, levels)
         rows.append(row)
-    gated = [r["verdict"] for r in rows if r["gated"]]
+    gated = [
+        "inconclusive" if r["verdict"] == NOT_TESTED else r["verdict"] for r in rows if r["gated"]
+    ]
     overall = reliance.overall_verdict(gated) if gated else "inconclusive"
     return {
         "measure": MEASURE,

@@ -917,6 +917,56 @@ def estimate_auc_gap(
     )
 
 
+@dataclass(frozen=True)
+class CleanAucEstimate:
+    """One model's clean AUC at one level, averaged over its runs, with a one-sided lower bound
+    from the same two variance parts as the gap (the control that the model learned the task)."""
+
+    role: str
+    level: float
+    estimate: float
+    var_test: float
+    var_runs: float
+    lower: float
+    confidence: float  # of the one-sided bound
+    n_folds: int
+
+
+def estimate_clean_auc(
+    runs: Sequence[RunScores], role: str, level: float, alpha: float = 0.05
+) -> CleanAucEstimate:
+    """The run-averaged clean AUC of ``role`` at ``level`` (a fold's repeats averaged first) and
+    its lower 1 - ``alpha`` bound: test patients by the stratified delta method, runs by the
+    spread of the fold means, combined by the gap's pivot."""
+    mine = [r for r in runs if r.role == role and r.level == float(level)]
+    if not mine:
+        raise ValueError(f"no {role} run at level {level}.")
+    layout = _Layout.of(mine[0])
+    clean = np.stack([r.clean_scores for r in mine])
+    pos, neg = clean[:, layout.pos], clean[:, layout.neg]
+    comp = _auc_components(*_cross_counts(pos, neg), pos.shape[1], neg.shape[1])
+    folds = sorted({r.fold for r in mine})
+    fold_index = np.searchsorted(folds, [r.fold for r in mine])
+    per_fold = np.bincount(fold_index, minlength=len(folds)).astype(float)
+    weight = 1.0 / (len(folds) * per_fold[fold_index])
+    estimate = float(weight @ comp.auc)
+    psi = layout.patient_sums(
+        [
+            (layout.code_pos, weight[None, :] @ comp.first),
+            (layout.code_neg, weight[None, :] @ comp.second),
+        ]
+    )
+    var_test = float(layout.variance(psi)[0])
+    fold_means = np.bincount(fold_index, weights=comp.auc, minlength=len(folds)) / per_fold
+    n_folds = len(folds)
+    var_runs = float(np.var(fold_means, ddof=1)) / n_folds if n_folds >= 2 else 0.0
+    half = _pivot_quantile(alpha, var_test, var_runs, n_folds)
+    return CleanAucEstimate(
+        role=role, level=float(level), estimate=estimate, var_test=var_test, var_runs=var_runs,
+        lower=estimate - half, confidence=1.0 - alpha, n_folds=n_folds,
+    )  # fmt: skip
+
+
 def _fit_check(
     layout: _Layout,
     cells: list[tuple[str, float]],

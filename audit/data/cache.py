@@ -22,6 +22,7 @@ import os
 import secrets
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -33,6 +34,7 @@ from audit.common.atomic import atomic_write_text
 from audit.data.decode import DecodeSettings, decode_file
 from audit.data.problems import DECODER_ERROR, Unreadable
 from audit.data.pseudonyms import private_dir
+from audit.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,15 @@ def file_digest(path: Path, chunk: int = 1 << 22) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _quiet_worker() -> None:
+    """A decoder process prints nothing: a library's warning there (Pillow, pydicom) would reach
+    the terminal raw, with its file and source line; what goes wrong with an image is counted
+    as its outcome instead."""
+    import warnings
+
+    warnings.simplefilter("ignore")
 
 
 def decode_to_temp(
@@ -214,13 +225,28 @@ def _run_jobs(
                 outcomes += decode_chunk(str(temp), chunk, settings)
                 bar.update(len(chunk))
             return outcomes
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(decode_chunk, str(temp), chunk, settings) for chunk in chunks]
-            for future in futures:
-                result = future.result()
-                outcomes += result
-                bar.update(len(result))
+        try:
+            with ProcessPoolExecutor(
+                max_workers=workers, mp_context=get_context("spawn"), initializer=_quiet_worker
+            ) as pool:
+                futures = [
+                    pool.submit(decode_chunk, str(temp), chunk, settings) for chunk in chunks
+                ]
+                for future in futures:
+                    result = future.result()
+                    outcomes += result
+                    bar.update(len(result))
+        except BrokenProcessPool:
+            raise UsageError(WORKER_DIED) from None
     return outcomes
+
+
+# A decoder process that dies takes no image with it we could name: the likely causes are the
+# kernel's (memory, or SIGBUS on a memory map whose disk filled up), so the message names those.
+WORKER_DIED = (
+    "a process decoding the images died (out of memory, or the disk of the `cache_dir` folder "
+    "is full); free memory or disk space, or choose another `cache_dir`, and run again"
+)
 
 
 def decode_chunk(temp: str, chunk: list[DecodeJob], settings: DecodeSettings) -> list[Outcome]:

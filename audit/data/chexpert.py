@@ -31,7 +31,7 @@ import pandas as pd
 
 from audit.data.dicom import normalise_sex
 from audit.data.items import PlannedImage, PlannedProblem, SourcePlan
-from audit.data.problems import FILE_NOT_FOUND, Unreadable
+from audit.data.problems import FILE_NOT_FOUND, Unreadable, is_file
 from audit.data.source import DataRequest, DataSource, OfficialLists
 from audit.errors import UsageError
 
@@ -248,7 +248,7 @@ def image_path(folder: Path, listed: str) -> Path | None:
     candidates = [folder.parent / relative, folder / relative]
     if relative.parts and relative.parts[0].startswith("CheXpert-v1.0"):
         candidates.insert(1, folder.joinpath(*relative.parts[1:]))
-    return next((c for c in candidates if c.is_file()), None)
+    return next((c for c in candidates if is_file(c)), None)
 
 
 def patient_of(listed: str) -> str | None:

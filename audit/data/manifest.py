@@ -14,7 +14,7 @@ from pathlib import Path
 
 from audit.data.dicom import normalise_sex
 from audit.data.items import PlannedImage, PlannedProblem, SourcePlan
-from audit.data.problems import FILE_NOT_FOUND, Unreadable
+from audit.data.problems import file_problem
 from audit.data.source import DataRequest, DataSource
 from audit.errors import UsageError
 
@@ -79,8 +79,9 @@ def _entry(number: int, row: dict[str, str], folder: Path) -> PlannedImage | Pla
     label = _label(number, row["label"])
     file = Path(row["path"])
     file = file if file.is_absolute() else folder / file
-    if not file.is_file():
-        return PlannedProblem(row["path"], Unreadable(FILE_NOT_FOUND))
+    problem = file_problem(file)
+    if problem is not None:
+        return PlannedProblem(row["path"], problem)
     return PlannedImage(
         path=file,
         ref=row["path"],

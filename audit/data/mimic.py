@@ -31,7 +31,7 @@ from audit.data.chexpert import (
 )
 from audit.data.dicom import normalise_sex
 from audit.data.items import PlannedImage, PlannedProblem, SourcePlan
-from audit.data.problems import FILE_NOT_FOUND, Unreadable
+from audit.data.problems import Unreadable, file_problem
 from audit.data.source import DataRequest, DataSource, OfficialLists
 from audit.errors import UsageError
 
@@ -143,8 +143,9 @@ def plan_mimic(root: Path, finding: str, options: CxrOptions) -> SourcePlan:
             selection[label] += 1
             continue
         file = root / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}" / f"{dicom}.jpg"
-        if not file.is_file():
-            entries.append(PlannedProblem(dicom, Unreadable(FILE_NOT_FOUND)))
+        problem = file_problem(file)
+        if problem is not None:
+            entries.append(PlannedProblem(dicom, problem))
             continue
         patient = patients.get(subject)
         entries.append(

@@ -10,6 +10,7 @@ CSV supplies patient, sex, age and view.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
 from pathlib import Path
@@ -24,6 +25,8 @@ from audit.data.problems import FILE_NOT_FOUND, NOT_IN_DATA_ENTRY, Unreadable
 from audit.data.source import DataRequest, DataSource, OfficialLists
 from audit.data.study_lists import load_study_lists
 from audit.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 SOURCE = "nih-cxr14"
 DATA_ENTRY_NAMES = ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv")
@@ -104,11 +107,21 @@ def index_images(root: Path) -> dict[str, Path]:
     for child in sorted(root.glob("images_*")):
         folders += [child / "images", child]
     found: dict[str, Path] = {}
+    unlisted = 0
     for folder in folders:
-        if folder.is_dir():
-            for entry in sorted(folder.iterdir()):
-                if entry.suffix.lower() == ".png" and entry.name not in found:
-                    found[entry.name] = entry
+        try:
+            entries = sorted(folder.iterdir()) if folder.is_dir() else []
+        except OSError:  # its images are then counted as not found, never a crash with its path
+            unlisted += 1
+            continue
+        for entry in entries:
+            if entry.suffix.lower() == ".png" and entry.name not in found:
+                found[entry.name] = entry
+    if unlisted:
+        log.warning(
+            "%d image folder(s) of the NIH data could not be listed (permissions?); their "
+            "images are counted as not found", unlisted,
+        )  # fmt: skip
     return found
 
 

@@ -48,7 +48,7 @@ from audit.data.chexpert import (
 from audit.data.decode import DecodeSettings, WindowedDecodeSettings, read_levels
 from audit.data.dicom import normalise_sex
 from audit.data.items import PlannedImage, PlannedProblem, SourcePlan
-from audit.data.problems import FILE_NOT_FOUND, Unreadable
+from audit.data.problems import FILE_NOT_FOUND, Unreadable, is_file
 from audit.data.source import DataRequest, DataSource, file_stat
 from audit.errors import UsageError
 
@@ -113,7 +113,7 @@ def image_path(root: Path, folder: str, image: str) -> Path | None:
     match = re.fullmatch(r"(\d+)\.0*", folder)
     folder = match.group(1) if match else folder
     candidates = [root / folder / image, root / image] if folder else [root / image]
-    return next((c for c in candidates if c.is_file()), None)
+    return next((c for c in candidates if is_file(c)), None)
 
 
 def read_padchest(root: Path) -> pd.DataFrame:

@@ -28,9 +28,11 @@ from audit.run.executors import build_executor
 log = logging.getLogger(__name__)
 
 DEMO_IMAGE_SIZE = 64
-# Lesions 1.5x the phantom default: at 64 px and ~370 training images the default finding left
-# the small models near chance (clean AUC 0.55-0.75 at p = 0); at 1.5x they reach about 0.9.
-DEMO_LESION_CONTRAST = 1.5
+# Lesions 2.5x the phantom default: at 64 px and ~370 training images the default finding left
+# the small models near chance (clean AUC 0.55-0.75 at p = 0), and at 1.5x the sex confounder's
+# smaller training sets left its clean AUC at about 0.7, its lower bound near 0.5: the clean-AUC
+# control (audit.analysis.controls) failed. At 2.5x the pixel confounders reach about 0.93.
+DEMO_LESION_CONTRAST = 2.5
 
 
 DEMO_LEVELS = (0.0, 0.2, 0.5, 0.8)  # where the stand-ins differ; both collapse at p = 1

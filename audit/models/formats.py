@@ -7,11 +7,15 @@ trusted.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import struct
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
+from audit.constants import DEFAULT_MAX_CHECKPOINT_GIB  # a ResNet50 is 0.1 GiB, a ViT-H 2.5
 from audit.errors import UsageError
 
 TORCH_ZIP = "torch-zip"  # torch.save since PyTorch 1.6: a zip with <name>/data.pkl
@@ -31,14 +35,46 @@ _ZIP_MAGIC = b"PK\x03\x04"
 _ONNX_FIELDS = frozenset({1, 2, 3, 4, 5, 6, 7, 8, 14, 20, 21, 22, 25})
 
 
+_LIMIT_BYTES: contextvars.ContextVar[int] = contextvars.ContextVar(
+    "checkpoint_limit", default=int(DEFAULT_MAX_CHECKPOINT_GIB * 2**30)
+)
+
+
+@contextlib.contextmanager
+def checkpoint_limit(gib: float | None) -> Iterator[None]:
+    """Model files (and a zip checkpoint's declared contents) larger than ``gib`` GiB are
+    refused before anything is decompressed or unpickled; None keeps the default."""
+    if gib is None:
+        yield
+        return
+    from audit.resolve.constraints import check_setting
+
+    check_setting("max_checkpoint_gib", gib)
+    token = _LIMIT_BYTES.set(int(gib * 2**30))
+    try:
+        yield
+    finally:
+        _LIMIT_BYTES.reset(token)
+
+
+def _refuse_oversized(path: Path, size: int, what: str) -> None:
+    limit = _LIMIT_BYTES.get()
+    if size > limit:
+        raise UsageError(
+            f"{path.name} is refused unread: {what} {size / 2**30:.3g} GiB, above the "
+            f"checkpoint limit of {limit / 2**30:.3g} GiB (`max_checkpoint_gib` raises it)"
+        )
+
+
 def sniff_format(path: str | Path) -> str:
     """Return one of the format constants above; UsageError for a missing or damaged file."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"model file not found: {Path(path).name}")
+    size = path.stat().st_size
+    _refuse_oversized(path, size, "the file holds")
     with open(path, "rb") as handle:
         head = handle.read(64)
-    size = path.stat().st_size
     if head.startswith(_ZIP_MAGIC):
         return _sniff_zip(path)
     if head.startswith(_LEGACY_MAGIC):
@@ -71,6 +107,7 @@ def _sniff_zip(path: Path) -> str:
             "again"
         ) from None
     _refuse_bombs(path, members)
+    _refuse_oversized(path, sum(m.file_size for m in members), "its members declare")
     names = [m.filename for m in members]
     if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
         return TORCHSCRIPT
@@ -105,8 +142,8 @@ def _looks_like_safetensors(path: Path, head: bytes, size: int) -> bool:
         handle.seek(8)
         try:
             header = json.loads(handle.read(length))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return False
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # a header nested
+            return False  # 200k deep exhausts the parser: not a file safetensors writes
     return isinstance(header, dict)
 
 

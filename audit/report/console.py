@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from audit.report.formatting import settings_origin_text
+from audit.report.formatting import incomplete_reason, settings_origin_text
 
 
 def audit_lines(results: Mapping[str, Any], written: Mapping[str, Path | None]) -> list[str]:
@@ -27,9 +27,7 @@ def audit_lines(results: Mapping[str, Any], written: Mapping[str, Path | None]) 
         lines.append(f"settings: {settings_origin_text(origin)}")
     status = results["status"]
     if not status["complete"]:
-        lines.append(
-            f"audit incomplete: {status['runs_failed']} of {status['runs_total']} runs failed; no verdict"
-        )
+        lines.append(f"audit incomplete, no verdict: {incomplete_reason(status)}")
         return [*lines, *_probe_lines(results, None)]
     if verdict is None:
         return lines
@@ -69,6 +67,8 @@ def verdict_lines(results: Mapping[str, Any]) -> list[str]:
             f"note:    inconclusive counted as {gate['inconclusive_counted_as']} "
             f"(--inconclusive-exit {gate['inconclusive_exit']}){_detectable(results)}"
         )
+    if gate.get("override"):
+        lines.append(f"note:    {gate['override']}")
     return lines
 
 

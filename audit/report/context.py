@@ -29,6 +29,7 @@ from audit.report.formatting import (
     fmt_signed,
     fmt_small,
     fmt_value,
+    incomplete_reason,
     or_not_recorded,
     settings_origin_text,
 )
@@ -150,10 +151,7 @@ def overall(results: Mapping[str, Any]) -> dict[str, Any]:
         return {
             "verdict": "none",
             "headline": "No verdict: the audit is incomplete",
-            "explanation": (
-                f"{status['runs_failed']} of {status['runs_total']} runs failed or are missing. "
-                "An incomplete audit decides nothing; run the same command again to resume."
-            ),
+            "explanation": incomplete_reason(status),
         }
     return {
         "verdict": "none",
@@ -175,6 +173,8 @@ def _gate_notes(results: Mapping[str, Any]) -> list[str]:
             f"Not gated: {', '.join(shown)} (why: in its row); the verdict comes from the gated "
             "confounders only."
         )
+    if gate.get("override"):
+        notes.append(gate["override"])
     counted_as = gate.get("inconclusive_counted_as")
     if verdict["overall"] == "inconclusive" and counted_as:
         text = (
@@ -1148,6 +1148,9 @@ def report_context(
             f"{t['counted_levels']}, {t['n_resamples']} bootstrap resamples",
         ),
     ]
+    controls = controls_text(results.get("controls"))
+    if controls is not None:
+        facts.append(("controls", controls))
     origin = settings_origin_text(results.get("settings_origin"), brief=True)
     if origin is not None:
         facts.append(("settings from", origin))
@@ -1183,6 +1186,36 @@ def report_context(
         "role_labels": ROLE_LABELS,
         "probe": _probe_section(results),
     }
+
+
+def controls_text(controls: Mapping[str, Any] | None) -> str | None:
+    """Page 1's one line on the controls: did every run train, did each model learn the task,
+    could a detector see each artifact at the input size (None: not recorded)."""
+    if not isinstance(controls, Mapping):
+        return None
+    training, clean = controls.get("training") or {}, controls.get("clean_auc") or {}
+    parts = []
+    if training:
+        trained = training.get("runs_checked", 0) - training.get("runs_failed", 0)
+        mark = "" if training.get("passed") else " (FAILED)"
+        parts.append(f"training: {trained} of {training.get('runs_checked')} runs trained{mark}")
+    if clean:
+        bounds = ", ".join(
+            f"{ROLE_LABELS.get(r['role'], r['role'])} {fmt_auc(r.get('lower'))}"
+            for r in clean.get("per_model") or []
+        )
+        mark = "" if clean.get("passed") else " (FAILED)"
+        parts.append(
+            f"clean AUC lower bound {bounds or 'not computed'} > {clean.get('min_clean_auc')}{mark}"
+        )
+    seen = [
+        f"{name} {fmt_auc(r.get('auc'))}" + ("" if r.get("passed") else " (not tested)")
+        for name, r in (controls.get("learnable") or {}).items()
+        if r.get("applicable")
+    ]
+    if seen:
+        parts.append("artifact detector AUC: " + ", ".join(seen))
+    return "; ".join(parts)
 
 
 def _probe_section(results: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -148,3 +148,15 @@ def settings_origin_text(origin: Mapping[str, Any] | None, *, brief: bool = Fals
         parts.append(f"command line: {', '.join(flags)}")
     parts.append("every other setting: its documented default")
     return "; ".join(parts)
+
+
+def incomplete_reason(status: Mapping[str, Any]) -> str:
+    """Why an audit gave no verdict: the reason results.json records (runs missing, or a
+    control that failed), or for a document written before it was recorded, the run count."""
+    if status.get("reason"):
+        return str(status["reason"])
+    failed, total = status.get("runs_failed", "some"), status.get("runs_total", "its")
+    return (
+        f"{failed} of {total} runs failed or are missing; an incomplete audit decides nothing: "
+        "run the same command again to resume"
+    )

@@ -8,22 +8,26 @@ from pathlib import Path
 from typing import Any
 
 from audit.common.atomic import atomic_write_bytes
+from audit.report.formatting import incomplete_reason
 
 
 def add_verdict_cases(
     suite: ET.Element, classname: str, rows: Iterable[tuple[str, str, str]]
 ) -> tuple[int, int]:
-    """One test case per (name, verdict, reason): fail is a failure; inconclusive and not gated
-    are skipped (the audit's schema-1 rows spell it "not gated", the probe's "not-gated").
-    Returns the (failures, skipped) added, for the suite's counters."""
+    """One test case per (name, verdict, reason): fail is a failure; inconclusive, not tested
+    and not gated are skipped (the audit's schema-1 rows spell it "not gated", the probe's
+    "not-gated"): only a pass reads as a passed case. Returns the (failures, skipped) added."""
     failures = skipped = 0
     for name, verdict, message in rows:
         case = ET.SubElement(suite, "testcase", classname=classname, name=name)
         if verdict == "fail":
             ET.SubElement(case, "failure", message=message)
             failures += 1
-        elif verdict in ("inconclusive", "not-gated", "not gated"):
-            prefix = "inconclusive: " if verdict == "inconclusive" else ""
+        elif verdict in ("inconclusive", "not tested", "not-gated", "not gated"):
+            said = message.lower().startswith(verdict)
+            prefix = (
+                f"{verdict}: " if verdict in ("inconclusive", "not tested") and not said else ""
+            )
             ET.SubElement(case, "skipped", message=prefix + message)
             skipped += 1
     return failures, skipped
@@ -55,7 +59,11 @@ def junit_tree(results: dict[str, Any]) -> ET.Element:
     errors = 0
     if not results["status"]["complete"]:
         case = ET.SubElement(suite, "testcase", classname="medaudit.audit", name="complete")
-        ET.SubElement(case, "error", message="audit incomplete: some runs failed; no verdict")
+        ET.SubElement(
+            case,
+            "error",
+            message=f"audit incomplete, no verdict: {incomplete_reason(results['status'])}",
+        )
         errors += 1
     failures, skipped = add_verdict_cases(
         suite,

@@ -110,8 +110,11 @@ CONSTRAINTS: tuple[Constraint, ...] = (
     _row("breaking_auc", False, 0.0, 1.0),
     _row("alpha", False, 0.0, 0.5, low_open=True, high_open=True),
     _row("n_resamples", True, 100),
+    _row("min_clean_auc", False, 0.5, 1.0, high_open=True),  # a control below chance checks nothing
+    _row("min_detector_auc", False, 0.5, 1.0, high_open=True),
     _row("synthetic_patients", True, 8),
     _row("max_image_pixels", True, 16 * 16, 2**40),  # an image's declared width x height
+    _row("max_checkpoint_gib", False, 0.0, 1024.0, low_open=True),  # a model file's size
     _row("train.epochs", True, 1),
     _row("train.batch_size", True, 1),
     _row("train.lr", False, 0.0, low_open=True),

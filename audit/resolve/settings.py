@@ -69,6 +69,8 @@ class Settings:
     alpha: float = 0.05
     counted_levels: tuple[float, ...] | None = None
     n_resamples: int = 2000
+    min_clean_auc: float = 0.6  # control (b): each gated model's clean AUC must be shown above it
+    min_detector_auc: float = 0.9  # control (c): the artifact's detectability at the input size
     with_random_init: bool = False
     train: TrainSettings = field(default_factory=TrainSettings)
 
@@ -270,7 +272,14 @@ def _plain(value: Any) -> Any:
     return str(value)[:200]
 
 
-THRESHOLDS = ("margin", "alpha", "counted_levels", "n_resamples")
+THRESHOLDS = (
+    "margin",
+    "alpha",
+    "counted_levels",
+    "n_resamples",
+    "min_clean_auc",
+    "min_detector_auc",
+)
 
 
 def threshold_sources(origin: SettingsOrigin) -> dict[str, str]:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from audit.common.hashing import canonical, content_hash
@@ -43,6 +44,30 @@ def set_seed(base_seed: int, confounder: str, sample_set: SampleSet, *salt: Any)
     return int(content_hash([base_seed, confounder, sample_set.name, *salt], length=8), 16)
 
 
+def model_input_set(
+    inputs: AuditInputs,
+    name: str,
+    indices: np.ndarray,
+    confounded: np.ndarray,
+    seed: int,
+    input_size: int,
+    device: torch.device,
+) -> SetTensors:
+    """Cohort images as the engine receives them: the confounder applied where ``confounded``
+    says, then resized to the model's input. The one path from cache to tensor, shared by the
+    runs and the learnability control, so the control sees what the models see."""
+    resolved = inputs.confounders[name]
+    conf, params = resolved.confounder, resolved.params
+    cohort = inputs.cohort
+    images = cohort.images[indices]
+    if conf.kind == "pixel":
+        images = apply_confounder(
+            conf, images, confounded, seed=seed, params=params, ids=indices
+        )  # fmt: skip
+    case_ids = tuple(cohort.cases[i].case_id for i in indices)
+    return to_set_tensors(images, cohort.labels[indices], case_ids, input_size, device)
+
+
 class CellBuilder:
     """Builds device tensors of a cell, keeping level- and fold-independent test sets."""
 
@@ -53,22 +78,10 @@ class CellBuilder:
         self._shared: dict[tuple[str, str, str], SetTensors] = {}
 
     def _tensors(self, name: str, sample_set: SampleSet, seed: int) -> SetTensors:
-        resolved = self.inputs.confounders[name]
-        conf, params = resolved.confounder, resolved.params
-        cohort = self.inputs.cohort
-        images = cohort.images[sample_set.indices]
-        if conf.kind == "pixel":
-            images = apply_confounder(
-                conf,
-                images,
-                sample_set.confounded,
-                seed=seed,
-                params=params,
-                ids=sample_set.indices,
-            )
-        case_ids = tuple(cohort.cases[i].case_id for i in sample_set.indices)
-        labels = cohort.labels[sample_set.indices]
-        return to_set_tensors(images, labels, case_ids, self.input_size, self.device)
+        return model_input_set(
+            self.inputs, name, sample_set.indices, sample_set.confounded, seed,
+            self.input_size, self.device,
+        )  # fmt: skip
 
     def build(self, name: str, level: float, fold: int) -> CellData:
         conf = self.inputs.confounders[name].confounder

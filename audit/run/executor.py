@@ -37,6 +37,12 @@ class Executor(ABC):
     def environment(self, deterministic: bool) -> dict[str, Any]:
         """Where the runs ran (after :meth:`run`, or without it when every run was reused)."""
 
+    def local_device(self) -> str:
+        """The device this process may compute on before the runs (the learnability control):
+        one of the executor's own, or the CPU for one that runs elsewhere (a cluster's driver
+        may hold no GPU, and must not take one the user kept from it)."""
+        return "cpu"
+
 
 class InProcessExecutor(Executor):
     """Every cell in this process on one device: the default, and the reference for the others
@@ -58,3 +64,6 @@ class InProcessExecutor(Executor):
 
     def environment(self, deterministic: bool) -> dict[str, Any]:
         return environment_fingerprint(torch.device(self.device), deterministic)
+
+    def local_device(self) -> str:
+        return self.device

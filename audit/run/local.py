@@ -98,3 +98,6 @@ class LocalProcessesExecutor(Executor):
 
     def environment(self, deterministic: bool) -> dict[str, Any]:
         return environment_fingerprint(torch.device(self.devices[0]), deterministic)
+
+    def local_device(self) -> str:
+        return self.devices[0]

@@ -16,7 +16,7 @@ from audit.common.atomic import atomic_write_text
 from audit.train.engine import RunResult
 
 log = logging.getLogger(__name__)
-FORMAT = "medaudit-run-1"
+FORMAT = "medaudit-run-2"  # 2: runs record the training control
 
 
 class ResultsStore:
@@ -38,7 +38,10 @@ class ResultsStore:
         except (OSError, ValueError):
             log.warning("ignoring an unreadable run file (%s); the run will be redone", path.name)
             return None
-        if record.get("format") != FORMAT or record.get("result", {}).get("key") != key:
+        if record.get("format") != FORMAT:
+            log.info("redoing a run stored by another medaudit version (%s)", path.name)
+            return None
+        if record.get("result", {}).get("key") != key:
             log.warning("ignoring a run file that does not match its key (%s)", path.name)
             return None
         return _result_from_dict(record["result"])

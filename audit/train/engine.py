@@ -16,7 +16,7 @@ from audit.models.architectures import Backbone
 from audit.plan.grid import RunSpec
 from audit.train.augment import random_affine
 from audit.train.device import autocast
-from audit.train.tensors import SetTensors, normalise, standardise, to_unit
+from audit.train.tensors import SetTensors, memory_format, normalise, standardise, to_unit
 
 EVAL_BATCH = 256
 
@@ -51,6 +51,13 @@ class RunResult:
     threshold: float | None = None
     operating: Mapping[str, Mapping[str, float | None]] = field(default_factory=dict)
     repeat: int = 0  # which training draw of its fold
+    # The training control (audit.analysis.controls): optimiser steps taken, and the training
+    # loss the optimiser saw over its first epoch and its last (train mode, so neither the
+    # running BatchNorm statistics nor calibration moves it). None: not recorded (a single
+    # step cannot show a fall; a run stored before they were recorded).
+    optimizer_steps: int | None = None
+    train_loss_start: float | None = None
+    train_loss_end: float | None = None
 
 
 class Classifier(nn.Module):
@@ -93,9 +100,12 @@ def train_epoch(
     order_gen: torch.Generator,
     aug_gen: torch.Generator,
     device: torch.device,
-) -> None:
+) -> torch.Tensor:
+    """One epoch; returns the loss of each optimiser step it took (the training control reads
+    them), kept on the device so that a GPU is not synchronised at every step."""
     model.train()
     settings = spec.train
+    losses: list[torch.Tensor] = []
     for step, idx in enumerate(batch_indices(len(data), settings.batch_size, order_gen)):
         if settings.max_steps_per_epoch is not None and step >= settings.max_steps_per_epoch:
             break
@@ -110,6 +120,21 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        losses.append(loss.detach())
+    return torch.stack(losses).float().cpu() if losses else torch.zeros(0)
+
+
+def loss_fall(epoch_losses: list[torch.Tensor]) -> tuple[float | None, float | None]:
+    """The optimiser's own loss (train mode) over the first epoch and over the last: their
+    means, or with one epoch its first and last step. None: no step, or a single one, which
+    cannot show a fall."""
+    steps = [e for e in epoch_losses if len(e)]
+    if not steps:
+        return None, None
+    if len(steps) == 1:
+        only = steps[0]
+        return (float(only[0]), float(only[-1])) if len(only) > 1 else (float(only[0]), None)
+    return float(steps[0].mean()), float(steps[-1].mean())
 
 
 def _auc(labels: torch.Tensor, scores: torch.Tensor) -> float:
@@ -156,13 +181,16 @@ def fine_tune(spec: RunSpec, backbone: Backbone, data: CellData, device: torch.d
     order_gen = torch.Generator().manual_seed(spec.seed)
     aug_gen = torch.Generator(device=device).manual_seed(spec.seed + 1)
     model = Classifier(copy.deepcopy(backbone), settings.dropout).to(device)
-    model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=memory_format(device))
     optimizer = torch.optim.Adam(
         model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
     )
     best_loss, best_epoch, best_state, epochs_run = float("inf"), 0, None, 0
+    epoch_losses = []
     for epoch in range(settings.epochs):
-        train_epoch(model, optimizer, data.train, spec, order_gen, aug_gen, device)
+        epoch_losses.append(
+            train_epoch(model, optimizer, data.train, spec, order_gen, aug_gen, device)
+        )
         epochs_run = epoch + 1
         val_logits = predict(model, data.val, settings.normalize, device)
         val_loss = float(F.binary_cross_entropy_with_logits(val_logits, data.val.labels))
@@ -171,6 +199,7 @@ def fine_tune(spec: RunSpec, backbone: Backbone, data: CellData, device: torch.d
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         elif epoch - best_epoch >= settings.patience:
             break
+    loss_start, loss_end = loss_fall(epoch_losses)
     if best_state is not None:
         model.load_state_dict(best_state)
     scores, aucs = {}, {}
@@ -201,4 +230,7 @@ def fine_tune(spec: RunSpec, backbone: Backbone, data: CellData, device: torch.d
         threshold=threshold,
         operating=operating,
         repeat=spec.repeat,
+        optimizer_steps=sum(len(e) for e in epoch_losses),
+        train_loss_start=loss_start,
+        train_loss_end=loss_end,
     )
