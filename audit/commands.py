@@ -134,7 +134,7 @@ def settings_from_args(args: argparse.Namespace) -> tuple[Settings, SettingsOrig
         from_file=dotted(file_values),
         from_flags=tuple(given),
     )
-    return build_settings(file_values, flags), origin
+    return build_settings(file_values, flags, getattr(args, "protocol", None)), origin
 
 
 # Options that change what the gate decides or how its exit code reads, but that a settings file
@@ -566,6 +566,13 @@ def _dry_run_text(summary: dict[str, Any]) -> str:
         f"patience {train['patience']}, input {train['input_size']} px, devices "
         f"{', '.join(resolved['devices']) or 'the cluster'}"
     )
+    momentum = train.get("bn_momentum")
+    lines.append(
+        f"           head {train.get('head')}, Adam eps {train.get('adam_eps'):g}, BatchNorm "
+        f"momentum {'each layer' + chr(39) + 's own' if momentum is None else f'{momentum:g}'}"
+    )
+    lines.append(f"controls:  min clean AUC {resolved.get('min_clean_auc')}, min detector AUC "
+                 f"{resolved.get('min_detector_auc')}")  # fmt: skip
     from audit.report.formatting import settings_origin_text
 
     lines.append(f"settings:  {settings_origin_text(resolved['settings_origin'])}")

@@ -371,6 +371,7 @@ def build_results(
         **({"settings_origin": request.origin.record()} if request.origin else {}),
         "environment": dict(environment),
         "auc": auc,
+        "study_auc": auc_summary(folds, settings.levels, "study_auc"),
         "operating": operating_summary(folds, settings.levels),
         "runs": [
             {
@@ -381,6 +382,7 @@ def build_results(
                 "fold": r.fold,
                 "repeat": r.repeat,
                 "auc": dict(r.auc),
+                "study_auc": dict(r.study_auc),
                 "epochs_run": r.epochs_run,
                 "best_epoch": r.best_epoch,
                 "optimizer_steps": r.optimizer_steps,

@@ -6,9 +6,10 @@ import dataclasses
 
 from audit.analysis.budget import budget_record, deviations
 from audit.report.context import budget
+from audit.resolve.settings import STUDY_TRAIN as STUDY_VALUES
 from audit.resolve.settings import Settings, TrainSettings
 
-STUDY_TRAIN = TrainSettings(batch_size=256, patience=30)  # the study's fine-tuning.py
+STUDY_TRAIN = TrainSettings(**STUDY_VALUES)  # the study's fine-tuning.py
 
 
 def test_the_study_protocol_departs_from_nothing() -> None:
@@ -20,10 +21,14 @@ def test_the_study_protocol_departs_from_nothing() -> None:
 
 def test_medaudits_defaults_are_named_where_they_depart_from_the_study() -> None:
     """The yardstick is the study's code, not medaudit's defaults: batch 64 and patience 5 are
-    departures (the study: 256 and 30), and so is the 256-px cache (the study: 1024 originals)."""
+    departures (the study: 256 and 30), and so are PyTorch's BatchNorm momentum and Adam
+    epsilon, the one-logit head and the 256-px cache (the study: 1024 originals)."""
     assert deviations(Settings()) == [
         "patience 5 (the study: 30)",
         "batch 64 (the study: 256)",
+        "BatchNorm momentum each layer's own (the study: 0.01)",
+        "Adam epsilon 1e-08 (the study: 1e-07)",
+        "head one logit (the study: two-way softmax)",
         "image side 256 (the study: 1024)",
     ]
 

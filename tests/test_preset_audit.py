@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 import torchvision
 from audit_checks import assert_finished
@@ -40,3 +41,20 @@ def test_audit_on_the_study_lists_uses_their_folds_and_sex_pools(tmp_path: Path)
         len(r["result"]["case_ids"]["ood"]) for r in runs if r["result"]["confounder"] == "sex"
     }
     assert sex_ood == {400}, "200 male positives + 200 female negatives"
+    train = results["protocol"]["train"]
+    assert (train["head"], train["bn_momentum"], train["adam_eps"], train["patience"]) == (
+        "softmax2", 0.01, 1e-7, 30,
+    ), "the study's training values under the protocol"  # fmt: skip
+    assert not any("head" in d or "momentum" in d for d in results["budget"]["deviations"])
+    from audit.analysis.study_auc import study_auc
+
+    for run in runs:  # the study's AUC of every run, computed from its own scores
+        result = run["result"]
+        for name, value in result["study_auc"].items():
+            expected = study_auc(result["labels"][name], result["scores"][name])
+            assert value == pytest.approx(expected, nan_ok=True)
+    assert set(results["study_auc"]["tag"]["user"]) == {"ood", "iid", "clean"}
+    from pypdf import PdfReader
+
+    text = " ".join(page.extract_text() for page in PdfReader(out / "report.pdf").pages)
+    assert "The study's AUC, to set beside the paper's figures" in " ".join(text.split())

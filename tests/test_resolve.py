@@ -25,6 +25,7 @@ MISSING_MODEL = "model file not found"
 SETTINGS_FILE_ONLY = {
     "val_fraction", "test_fraction", "train.weight_decay", "train.dropout",
     "train.rotation_deg", "train.shift_fraction", "train.shear_deg", "train.zoom_fraction",
+    "train.bn_momentum", "train.adam_eps",
 }  # fmt: skip
 LIBRARY_ONLY = {"breaking_auc"}
 

@@ -12,13 +12,21 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from audit.resolve.settings import Settings, TrainSettings
+from audit.resolve.settings import STUDY_TRAIN, Settings, TrainSettings
 
-STUDY = Settings(train=dataclasses.replace(TrainSettings(), batch_size=256, patience=30))
+STUDY = Settings(train=dataclasses.replace(TrainSettings(), **STUDY_TRAIN))
 STUDY_IMAGE_SIDE = 1024  # the NIH originals the study drew its confounders on
 STUDY_TIER = "study"  # every protocol setting the study's
 REDUCED_TIER = "reduced"  # fewer levels, folds, epochs, confounders or a smaller input
 MODIFIED_TIER = "modified"  # the study's extent, other settings (learning rate, patience, ...)
+
+
+def _momentum(value: float | None) -> str:
+    return "each layer's own" if value is None else f"{value:g}"
+
+
+def _head(head: str) -> str:
+    return {"logit": "one logit", "softmax2": "two-way softmax"}.get(head, head)
 
 
 def _levels(levels: tuple[float, ...]) -> str:
@@ -58,6 +66,9 @@ def _changes(settings: Settings) -> list[str]:
         ("weight decay", ours.weight_decay, study.weight_decay, True),
         ("dropout", ours.dropout, study.dropout, True),
         ("augmentation", "on" if ours.augment else "off", "on" if study.augment else "off", True),
+        ("BatchNorm momentum", _momentum(ours.bn_momentum), _momentum(study.bn_momentum), True),
+        ("Adam epsilon", ours.adam_eps, study.adam_eps, True),
+        ("head", _head(ours.head), _head(study.head), True),
         ("image side", settings.image_size, STUDY_IMAGE_SIDE, True),
     )
     found = [

@@ -49,6 +49,10 @@ def fold_results(results: Sequence[RunResult]) -> list[RunResult]:
             dataclasses.replace(
                 first,
                 auc={k: float(np.mean([r.auc[k] for r in runs])) for k in first.auc},
+                study_auc={
+                    k: float(np.mean([r.study_auc.get(k, float("nan")) for r in runs]))
+                    for k in first.study_auc
+                },
                 scores={
                     k: tuple(np.mean([r.scores[k] for r in runs], axis=0).tolist())
                     for k in first.scores
@@ -81,16 +85,19 @@ def _group(results: Sequence[RunResult]) -> dict[tuple[str, str, float], list[Ru
     return groups
 
 
-def auc_summary(results: Sequence[RunResult], levels: Sequence[float]) -> dict[str, Any]:
-    """confounder -> role -> test set -> {mean, sd, per_fold} lists over levels (JSON-ready)."""
+def auc_summary(
+    results: Sequence[RunResult], levels: Sequence[float], metric: str = "auc"
+) -> dict[str, Any]:
+    """confounder -> role -> test set -> {mean, sd, per_fold} lists over levels (JSON-ready);
+    ``metric`` "study_auc": the same table of the study's AUC (runs that recorded it)."""
     groups = _group(results)
     summary: dict[str, Any] = {}
     for confounder, role in sorted({(c, r) for c, r, _ in groups}):
         per_set: dict[str, dict[str, list]] = {}
         for level in levels:
             runs = sorted(groups.get((confounder, role, float(level)), []), key=lambda r: r.fold)
-            for set_name in sorted({s for r in runs for s in r.auc}):
-                values = [r.auc[set_name] for r in runs]
+            for set_name in sorted({s for r in runs for s in getattr(r, metric)}):
+                values = [getattr(r, metric).get(set_name, float("nan")) for r in runs]
                 entry = per_set.setdefault(set_name, {"mean": [], "sd": [], "per_fold": []})
                 finite = [v for v in values if np.isfinite(v)]
                 entry["mean"].append(float(np.mean(finite)) if finite else None)

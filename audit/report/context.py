@@ -667,6 +667,11 @@ def _spread(entry: Mapping[str, Any], i: int) -> str:
     return f"\u00b1 {sds[i]:.3f}" if i < len(sds) and as_number(sds[i]) is not None else ""
 
 
+def _under_protocol(results: Mapping[str, Any]) -> bool:
+    """An audit on the study's lists: its tables add the study's AUC beside the binary one."""
+    return str((results.get("data") or {}).get("split_source", "")).startswith("study lists")
+
+
 def _auc_table(auc: Mapping[str, Any], n_levels: int) -> list[dict[str, Any]]:
     rows = []
     for role in _roles(auc):
@@ -837,6 +842,11 @@ def confounder_sections(
                 "bands": "; ".join(sorted(bands)) if bands else "none",
                 "example": _example(results, name),
                 "auc_table": _auc_table(auc, len(levels)),
+                "study_auc_table": _auc_table(
+                    (results.get("study_auc") or {}).get(name, {}), len(levels)
+                )
+                if _under_protocol(results)
+                else [],  # fmt: skip
                 "stats": _stats_table(name, results, raw_row),
                 "has_tests": bool((results.get("statistics") or {}).get(name)),
                 "operating_table": _operating_table(

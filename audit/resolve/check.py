@@ -44,6 +44,8 @@ class ResolvedCheck:
             "modality": self.modality,
             "protocol": self.protocol,
             "train": canonical(self.settings.train),
+            "min_clean_auc": self.settings.min_clean_auc,
+            "min_detector_auc": self.settings.min_detector_auc,
             "confounders": [rc.record() for rc in self.confounders.values()],
             "probe": record(self.probe) if self.probe else None,
             "devices": list(self.devices),

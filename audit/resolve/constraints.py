@@ -127,6 +127,16 @@ CONSTRAINTS: tuple[Constraint, ...] = (
     _row("train.shear_deg", False, 0.0, 90.0, high_open=True),
     _row("train.zoom_fraction", False, 0.0, 1.0, high_open=True),
     _row("train.max_steps_per_epoch", True, 1, optional=True),
+    _row(
+        "train.bn_momentum",
+        False,
+        0.0,
+        1.0,
+        low_open=True,
+        optional=True,
+        unset="or unset: each layer's own",
+    ),  # fmt: skip
+    _row("train.adam_eps", False, 0.0, 1.0, low_open=True),
     _row("probe.max_shift", False, 0.0, 1.0, low_open=True, high_open=True),
     _row("probe.max_flip_rate", False, 0.0, 1.0, low_open=True, high_open=True),
     _row("probe.max_sex_auc_gap", False, 0.0, 1.0, low_open=True, high_open=True, optional=True),

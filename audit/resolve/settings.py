@@ -22,6 +22,15 @@ from audit.resolve.constraints import check_settings
 
 NORMALIZATIONS = ("auto", "imagenet", "radimagenet", "none")
 INPUT_SCHEMES = ("imagenet", "radimagenet", "none")
+HEADS = ("logit", "softmax2")  # one logit, or the study's two-way softmax (Keras Dense(2))
+
+# The study's fine-tuning values where medaudit's defaults differ (its fine-tuning.py, in
+# Keras): batch 256 (one step per epoch on a 223-image fold), patience 30 (never fires in 30
+# epochs), BatchNorm momentum 0.99 in Keras's convention (0.01 in PyTorch's), Adam epsilon
+# 1e-7 (Keras's default; PyTorch's is 1e-8) and a two-way softmax head. `--protocol
+# source-matters` starts from these; the budget names every departure from them.
+STUDY_TRAIN = {"batch_size": 256, "patience": 30, "bn_momentum": 0.01, "adam_eps": 1e-7,
+               "head": "softmax2"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -43,8 +52,15 @@ class TrainSettings:
     zoom_fraction: float = 0.1
     max_steps_per_epoch: int | None = None
     deterministic: bool = False
+    bn_momentum: float | None = None  # PyTorch's convention; None: each layer keeps its own (0.1)
+    adam_eps: float = 1e-8  # PyTorch's default
+    head: str = "logit"
 
     def __post_init__(self) -> None:
+        if self.head not in HEADS:
+            raise UsageError(
+                f"train.head = {self.head!r} is not accepted; use one of {', '.join(HEADS)}"
+            )
         if self.normalize not in NORMALIZATIONS:
             raise UsageError(
                 f"normalize={self.normalize!r} is not accepted; use one of {', '.join(NORMALIZATIONS)}"
@@ -145,11 +161,15 @@ def read_config_table(path: Path) -> dict[str, Any]:
 
 
 def build_settings(
-    file_values: Mapping[str, Any] | None = None, flag_values: Mapping[str, Any] | None = None
+    file_values: Mapping[str, Any] | None = None,
+    flag_values: Mapping[str, Any] | None = None,
+    protocol: str | None = None,
 ) -> Settings:
-    """Layer defaults <- config file <- flags (flags that are None were not given)."""
+    """Layer defaults <- the protocol's (the study's training values under `--protocol`) <-
+    config file <- flags (flags that are None were not given)."""
     merged: dict[str, Any] = {}
     for layer in (
+        {"train": dict(STUDY_TRAIN)} if protocol else {},
         file_values or {},
         {k: v for k, v in (flag_values or {}).items() if v is not None},
     ):

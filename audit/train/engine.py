@@ -14,6 +14,7 @@ from torch import nn
 
 from audit.models.architectures import Backbone
 from audit.plan.grid import RunSpec
+from audit.resolve.settings import TrainSettings
 from audit.train.augment import random_affine
 from audit.train.device import autocast
 from audit.train.tensors import SetTensors, memory_format, normalise, standardise, to_unit
@@ -58,19 +59,43 @@ class RunResult:
     optimizer_steps: int | None = None
     train_loss_start: float | None = None
     train_loss_end: float | None = None
+    # The study's AUC (Keras's one-hot micro-average) per test set, beside the binary ``auc``,
+    # so a run's numbers can be set beside the paper's (audit.analysis.study_auc).
+    study_auc: Mapping[str, float] = field(default_factory=dict)
 
 
 class Classifier(nn.Module):
-    """Backbone features, Dropout, a new single-logit head (equivalent to the study's 2-way softmax)."""
+    """Backbone features, Dropout, a new head: one logit, or the study's two-way softmax, whose
+    positive-class probability is the sigmoid of its two logits' difference (so one loss and
+    one score serve both; the two-way head's gradients are the study's, not the one logit's)."""
 
-    def __init__(self, backbone: Backbone, dropout: float) -> None:
+    def __init__(self, backbone: Backbone, dropout: float, head: str = "logit") -> None:
         super().__init__()
         self.backbone = backbone.module
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(backbone.feature_dim, 1)
+        self.head = nn.Linear(backbone.feature_dim, 2 if head == "softmax2" else 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.backbone(x))).squeeze(1)
+        out = self.head(self.dropout(self.backbone(x)))
+        return out[:, 1] - out[:, 0] if out.shape[1] == 2 else out.squeeze(1)
+
+
+def build_model(
+    backbone: Backbone, settings: TrainSettings, device: torch.device
+) -> tuple[Classifier, torch.optim.Optimizer]:
+    """A fresh classifier on a copy of ``backbone`` and its optimiser, as the settings say:
+    the head, BatchNorm momentum (PyTorch's convention) and Adam's epsilon."""
+    model = Classifier(copy.deepcopy(backbone), settings.dropout, settings.head).to(device)
+    if settings.bn_momentum is not None:
+        for layer in model.modules():
+            if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+                layer.momentum = settings.bn_momentum
+    model = model.to(memory_format=memory_format(device))
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay,
+        eps=settings.adam_eps,
+    )  # fmt: skip
+    return model, optimizer
 
 
 def batch_indices(n: int, size: int, generator: torch.Generator | None) -> list[torch.Tensor]:
@@ -144,6 +169,15 @@ def _auc(labels: torch.Tensor, scores: torch.Tensor) -> float:
     return float(roc_auc_score(y, scores.cpu().numpy()))
 
 
+def _study_auc(labels: torch.Tensor, probs: torch.Tensor) -> float:
+    from audit.analysis.study_auc import study_auc
+
+    y = labels.cpu().numpy().astype(int)
+    if len(set(y.tolist())) < 2:
+        return float("nan")
+    return study_auc(y, probs.float().cpu().numpy())
+
+
 def _operating_threshold(labels: torch.Tensor, probs: torch.Tensor) -> float | None:
     """Youden's J on the (i.i.d.) validation set: chosen before any test case is seen."""
     from audit.analysis.stats import youden_threshold
@@ -180,11 +214,7 @@ def fine_tune(spec: RunSpec, backbone: Backbone, data: CellData, device: torch.d
     torch.manual_seed(spec.seed)
     order_gen = torch.Generator().manual_seed(spec.seed)
     aug_gen = torch.Generator(device=device).manual_seed(spec.seed + 1)
-    model = Classifier(copy.deepcopy(backbone), settings.dropout).to(device)
-    model = model.to(memory_format=memory_format(device))
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
-    )
+    model, optimizer = build_model(backbone, settings, device)
     best_loss, best_epoch, best_state, epochs_run = float("inf"), 0, None, 0
     epoch_losses = []
     for epoch in range(settings.epochs):
@@ -202,11 +232,12 @@ def fine_tune(spec: RunSpec, backbone: Backbone, data: CellData, device: torch.d
     loss_start, loss_end = loss_fall(epoch_losses)
     if best_state is not None:
         model.load_state_dict(best_state)
-    scores, aucs = {}, {}
+    scores, aucs, study = {}, {}, {}
     for name, test in data.tests.items():
         probs = torch.sigmoid(predict(model, test, settings.normalize, device))
         scores[name] = tuple(round(float(p), 7) for p in probs.cpu())
         aucs[name] = _auc(test.labels, probs)
+        study[name] = _study_auc(test.labels, probs)
     val_probs = torch.sigmoid(predict(model, data.val, settings.normalize, device))
     threshold = _operating_threshold(data.val.labels, val_probs)
     operating = {
@@ -233,4 +264,5 @@ def fine_tune(spec: RunSpec, backbone: Backbone, data: CellData, device: torch.d
         optimizer_steps=sum(len(e) for e in epoch_losses),
         train_loss_start=loss_start,
         train_loss_end=loss_end,
+        study_auc=study,
     )
