@@ -119,6 +119,18 @@ def _max_image_pixels(group: argparse._ArgumentGroup) -> None:
     )  # fmt: skip
 
 
+def _label_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--uncertain", choices=("drop", "zeros", "ones"), default=None,
+        help="CheXpert and MIMIC-CXR: what an uncertain (-1) label becomes (default drop)",
+    )  # fmt: skip
+    group.add_argument(
+        "--negatives", choices=("no-finding", "absent"), default=None,
+        help="CheXpert, MIMIC-CXR, PadChest: negatives are images with no finding (default), "
+        "or every image without the chosen one",
+    )  # fmt: skip
+
+
 def _max_checkpoint_gib(group: argparse._ArgumentGroup | argparse.ArgumentParser) -> None:
     group.add_argument(
         "--max-checkpoint-gib", type=float, default=None, metavar="GIB",
@@ -309,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--views",
         default="PA",
-        help="NIH views to keep, comma-separated (PA, AP); 'all' keeps every view",
+        help="views to keep, comma-separated (NIH: PA, AP; default PA); CheXpert, MIMIC-CXR, "
+        "PadChest: view codes or frontal/lateral (default frontal); 'all' keeps every view",
     )
     data.add_argument(
         "--protocol",
@@ -324,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _max_image_pixels(data)
     _max_checkpoint_gib(data)
+    _label_options(data)
     data.add_argument(
         "--json", action="store_true", help="with --dry-run: print the summary as one JSON object"
     )
@@ -556,10 +570,14 @@ def _probe_parser(sub: argparse._SubParsersAction) -> None:
         help="data layout (default: recognised from the folder)",
     )  # fmt: skip
     data.add_argument("--finding", default="Atelectasis", help="NIH finding (default Atelectasis)")
-    data.add_argument("--views", default="PA", help="NIH views, comma-separated, or 'all'")
+    data.add_argument(
+        "--views", default="PA",
+        help="views to keep, comma-separated, or 'all' (NIH default PA; CheXpert-style: frontal)",
+    )  # fmt: skip
     data.add_argument("--strict", action="store_true", help="any unreadable file is an error")
     _max_image_pixels(data)
     _max_checkpoint_gib(data)
+    _label_options(data)
     data.add_argument(
         "--subset", default=None,
         help="images to probe: 'all' or a named list of the source (default: the official test "

@@ -479,8 +479,22 @@ def data_choice(args: argparse.Namespace, *, image_size: int, seed: int, cache_d
         source=args.source, finding=args.finding, views=_parse_views(args.views),
         protocol=getattr(args, "protocol", None), strict=args.strict,
         synthetic_patients=args.synthetic_patients, seed=seed, progress=sys.stderr.isatty(),
-        max_image_pixels=args.max_image_pixels,
+        max_image_pixels=args.max_image_pixels, source_options=_source_options(args),
     )  # fmt: skip
+
+
+def _source_options(args: argparse.Namespace) -> dict[str, str]:
+    """The options only some sources read, as typed: --uncertain, --negatives, and --views
+    when it was changed (NIH reads its views itself; CheXpert-style sources keep frontal
+    views unless told otherwise)."""
+    options = {
+        key: value
+        for key in ("uncertain", "negatives")
+        if (value := getattr(args, key, None)) is not None
+    }
+    if "views" in getattr(args, "changed_flags", set()):
+        options["views"] = args.views
+    return options
 
 
 def _dry_run(args: argparse.Namespace, resolved: ResolvedCheck, data: DataChoice) -> int:

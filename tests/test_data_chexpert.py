@@ -210,7 +210,7 @@ def test_a_renamed_data_set_folder_is_still_read(tmp_path) -> None:
         (
             {"uncertian": "ones"},
             "Atelectasis",
-            "unknown source option.*'uncertian'.*known: uncertain",
+            r"`uncertian` does not apply to CheXpert \(it reads uncertain",
         ),
         (None, "Effusion", "not a CheXpert observation; use one of Enlarged Cardiomediastinum"),
         (None, "No Finding", "not a CheXpert observation"),
@@ -307,3 +307,34 @@ def test_the_csv_is_read_by_column_name_not_position(tmp_path) -> None:
         (root / name).write_text(buffer.getvalue())
     summary = describe_dry_run(request(root, tmp_path / "cache"))
     assert (summary["images"], summary["positive"], summary["negative"]) == (6, 2, 4)
+
+
+def test_the_command_line_passes_uncertain_negatives_and_views_to_the_source(
+    chexpert, tmp_path, capsys
+) -> None:
+    """`check --dry-run --json` with --uncertain, --views: the source reads what was typed;
+    untyped, it keeps its own defaults (drop, frontal); a source that takes none refuses."""
+    import json
+
+    from audit import cli
+
+    def dry_run(*more: str) -> dict:
+        code = cli.main(["check", str(tmp_path / "m.pt"), "--modality", "cxr", "--data",
+                         str(chexpert), "--dry-run", "--json", "--cache-dir",
+                         str(tmp_path / "c"), *more])  # fmt: skip
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        return json.loads(captured.out)
+
+    default = dry_run()
+    assert "uncertain labels: drop" in default["description"]
+    zeros = dry_run("--uncertain", "zeros", "--views", "all")
+    assert "uncertain labels: zeros" in zeros["description"]
+    assert zeros["images"] > default["images"], "the uncertain and the lateral image come back"
+    manifest = tmp_path / "manifest"
+    manifest.mkdir()
+    (manifest / "manifest.csv").write_text("path,label,patient_id\na.png,1,p1\n")
+    code = cli.main(["check", str(tmp_path / "m.pt"), "--modality", "cxr", "--data",
+                     str(manifest), "--uncertain", "zeros", "--dry-run"])  # fmt: skip
+    assert code == 2
+    assert "--uncertain does not apply to a manifest CSV" in capsys.readouterr().err

@@ -173,7 +173,7 @@ def test_negatives_absent_and_all_views(padchest, tmp_path) -> None:
 @pytest.mark.parametrize(
     ("options", "finding", "message"),
     [
-        ({"uncertain": "ones"}, "Atelectasis", "unknown source option.*'uncertain' for PadChest"),
+        ({"uncertain": "ones"}, "Atelectasis", "`uncertain` does not apply to PadChest"),
         (None, "Effusion", "labels no image in .*; PadChest's labels are lowercase phrases"),
         (None, "normal", "labels no image"),
     ],

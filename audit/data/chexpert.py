@@ -323,6 +323,8 @@ class ChexpertSource(DataSource):
     """CheXpert as published; ``source_options``: a :class:`CxrOptions` or a mapping of
     ``uncertain``, ``views``, ``negatives`` (None: drop uncertain, frontal, No Finding)."""
 
+    option_names = OPTION_NAMES
+
     name = SOURCE
     title = TITLE
     modalities = ("cxr",)

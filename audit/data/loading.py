@@ -78,6 +78,7 @@ def request_for(choice: DataChoice) -> DataRequest:
         finding=choice.finding, views=choice.views, protocol=choice.protocol,
         image_size=choice.image_size, strict=choice.strict,
         max_image_pixels=choice.max_image_pixels,
+        source_options=dict(choice.source_options) or None,
     )  # fmt: skip
 
 

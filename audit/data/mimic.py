@@ -21,6 +21,7 @@ from audit.data.chexpert import (
     FRONTAL,
     LATERAL,
     NEGATIVE,
+    OPTION_NAMES,
     CxrOptions,
     choose_label,
     describe_selection,
@@ -172,6 +173,8 @@ def plan_mimic(root: Path, finding: str, options: CxrOptions) -> SourcePlan:
 
 class MimicSource(DataSource):
     """MIMIC-CXR-JPG as published; ``source_options`` as CheXpert's (:class:`CxrOptions`)."""
+
+    option_names = OPTION_NAMES
 
     name = SOURCE
     title = TITLE

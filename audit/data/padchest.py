@@ -233,6 +233,8 @@ class PadchestSource(DataSource):
     """PadChest as published; ``source_options``: a :class:`CxrOptions` or a mapping of
     ``views`` and ``negatives`` (None: frontal, 'normal' negatives)."""
 
+    option_names = OPTION_NAMES
+
     name = SOURCE
     title = TITLE
     modalities = ("cxr",)

@@ -15,7 +15,7 @@ the ``medaudit.data_sources`` entry point) and needs no edit to medaudit.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -120,6 +120,7 @@ class DataSource:
     protocols: ClassVar[tuple[str, ...]] = ()  # protocols whose image lists this source holds
     official_lists: ClassVar[OfficialLists | None] = None
     reads_files: ClassVar[bool] = True  # False: images are made, not read (the phantoms)
+    option_names: ClassVar[tuple[str, ...]] = ()  # the source_options mapping's keys it reads
 
     def detect(self, path: Path) -> str | None:
         """The evidence (a fixed file name or a phrase, never a path) when ``path`` is this
@@ -150,6 +151,14 @@ class DataSource:
                 f"{self.title} holds {' and '.join(self.modalities).upper()} images; use "
                 f"`modality` {' or '.join(self.modalities)}"
             )
+        options = request.source_options
+        if isinstance(options, Mapping):
+            unread = sorted(set(options) - set(self.option_names))
+            if unread:
+                raise UsageError(
+                    f"{', '.join(f'`{k}`' for k in unread)} does not apply to {self.title}"
+                    + (f" (it reads {', '.join(self.option_names)})" if self.option_names else "")
+                )
 
     def generate(self, choice: DataChoice) -> Cohort:
         """The cohort of a source that makes its images (``reads_files`` False)."""

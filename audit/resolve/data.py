@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,9 @@ class DataChoice:
     seed: int = 0  # the phantoms' seed
     progress: bool = False
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # declared size, checked before decoding
+    # Options only some sources read (CheXpert, MIMIC-CXR, PadChest: uncertain, negatives,
+    # views), as the user gave them; a source that takes none refuses them by name.
+    source_options: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
