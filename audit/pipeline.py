@@ -155,11 +155,9 @@ def _status(
     runs_complete = not outcome.failed and len(outcome.results) == len(specs)
     reason = None
     if not runs_complete:
-        missing = len(specs) - len(outcome.results)
-        reason = (
-            f"{missing} of {len(specs)} runs failed or are missing; an incomplete audit decides "
-            "nothing: run the same command again to resume"
-        )
+        from audit.report.formatting import runs_missing_text
+
+        reason = runs_missing_text(len(specs) - len(outcome.results), len(specs))
     elif controls is not None and not controls["passed"]:
         reason = controls["reason"]
     return {

@@ -155,8 +155,12 @@ def incomplete_reason(status: Mapping[str, Any]) -> str:
     control that failed), or for a document written before it was recorded, the run count."""
     if status.get("reason"):
         return str(status["reason"])
-    failed, total = status.get("runs_failed", "some"), status.get("runs_total", "its")
+    return runs_missing_text(status.get("runs_failed", "some"), status.get("runs_total", "its"))
+
+
+def runs_missing_text(missing: object, total: object) -> str:
+    """The one sentence for an audit whose runs did not all finish (results.json and renderers)."""
     return (
-        f"{failed} of {total} runs failed or are missing; an incomplete audit decides nothing: "
+        f"{missing} of {total} runs failed or are missing; an incomplete audit decides nothing: "
         "run the same command again to resume"
     )
