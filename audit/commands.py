@@ -492,7 +492,7 @@ def _source_options(args: argparse.Namespace) -> dict[str, str]:
         for key in ("uncertain", "negatives")
         if (value := getattr(args, key, None)) is not None
     }
-    if "views" in getattr(args, "changed_flags", set()):
+    if "--views" in getattr(args, "changed_flags", set()):
         options["views"] = args.views
     return options
 

@@ -153,3 +153,19 @@ def test_wrong_modality_for_nih_is_refused(nih, tmp_path) -> None:
     root, _ = nih
     with pytest.raises(UsageError, match="use `modality` cxr"):
         describe_dry_run(DataRequest(root, "ct", cache_dir=tmp_path))
+
+
+def test_views_typed_on_the_command_line_select_nih_images(nih, tmp_path, capsys) -> None:
+    """`--views PA,AP` reaches NIH as its views (and, like every changed --views, as a source
+    option, which NIH accepts: it is the same value)."""
+    import json
+
+    from audit import cli
+
+    root, rows = nih
+    code = cli.main(["check", str(tmp_path / "m.pt"), "--modality", "cxr", "--data", str(root),
+                     "--dry-run", "--json", "--views", "PA,AP", "--cache-dir",
+                     str(tmp_path / "c")])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert json.loads(captured.out)["images"] == len(expected(rows, views=("PA", "AP")))

@@ -262,6 +262,7 @@ class NihSource(DataSource):
     modalities = ("cxr",)
     looked_for = f"{DATA_ENTRY_NAMES[0]} (NIH ChestX-ray14)"
     detect_order = 10
+    option_names = ("views",)  # a changed --views arrives here too; NIH reads request.views
     protocols = PROTOCOLS
     official_lists = OfficialLists(
         train_val=OFFICIAL_LISTS["train_val_list.txt"],
