@@ -198,10 +198,15 @@ def _protocol_options(parser: argparse.ArgumentParser) -> None:
     proto.add_argument(
         "--epochs", type=int, default=None, help="maximum epochs per run (default 30)"
     )
-    proto.add_argument("--batch-size", type=int, default=None, help="batch size (default 64)")
+    proto.add_argument(
+        "--batch-size", type=int, default=None, help="batch size (default 64; 256 under --protocol)"
+    )
     proto.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
     proto.add_argument(
-        "--patience", type=int, default=None, help="early-stopping patience in epochs (default 5)"
+        "--patience",
+        type=int,
+        default=None,
+        help="early-stopping patience in epochs (default 5; 30 under --protocol)",
     )
     proto.add_argument(
         "--max-steps", type=int, default=None, help="cap on steps per epoch (for smoke tests)"
@@ -320,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument(
         "--views",
-        default="PA",
+        default=None,
         help="views to keep, comma-separated (NIH: PA, AP; default PA); CheXpert, MIMIC-CXR, "
         "PadChest: view codes or frontal/lateral (default frontal); 'all' keeps every view",
     )
@@ -328,7 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--protocol",
         choices=PROTOCOLS,
         default=None,
-        help="the study's exact NIH image lists and folds (NIH data only; levels among 0,0.1,0.2,0.5,0.8,1)",
+        help="the study's experiment: its exact NIH image lists and folds (NIH data only; levels "
+        "among 0,0.1,0.2,0.5,0.8,1) and its training values (batch 256, patience 30, BatchNorm "
+        "momentum 0.01, Adam eps 1e-7, two-way softmax head; a flag or file still overrides)",
     )
     data.add_argument(
         "--strict",
@@ -571,7 +578,7 @@ def _probe_parser(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     data.add_argument("--finding", default="Atelectasis", help="NIH finding (default Atelectasis)")
     data.add_argument(
-        "--views", default="PA",
+        "--views", default=None,
         help="views to keep, comma-separated, or 'all' (NIH default PA; CheXpert-style: frontal)",
     )  # fmt: skip
     data.add_argument("--strict", action="store_true", help="any unreadable file is an error")

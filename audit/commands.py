@@ -52,8 +52,10 @@ def _parse_levels(text: str | None) -> tuple[float, ...] | None:
         ) from None
 
 
-def _parse_views(text: str) -> tuple[str, ...]:
-    """``--views PA,AP``; ``all`` keeps every view (an empty filter)."""
+def _parse_views(text: str | None) -> tuple[str, ...]:
+    """``--views PA,AP``; ``all`` keeps every view (an empty filter); not given: NIH's PA."""
+    if text is None:
+        return ("PA",)
     return () if text.strip().lower() == "all" else tuple(text.split(","))
 
 
@@ -134,7 +136,8 @@ def settings_from_args(args: argparse.Namespace) -> tuple[Settings, SettingsOrig
         from_file=dotted(file_values),
         from_flags=tuple(given),
     )
-    return build_settings(file_values, flags, getattr(args, "protocol", None)), origin
+    protocol = None if getattr(args, "synthetic", False) else getattr(args, "protocol", None)
+    return build_settings(file_values, flags, protocol), origin
 
 
 # Options that change what the gate decides or how its exit code reads, but that a settings file
@@ -484,15 +487,14 @@ def data_choice(args: argparse.Namespace, *, image_size: int, seed: int, cache_d
 
 
 def _source_options(args: argparse.Namespace) -> dict[str, str]:
-    """The options only some sources read, as typed: --uncertain, --negatives, and --views
-    when it was changed (NIH reads its views itself; CheXpert-style sources keep frontal
-    views unless told otherwise)."""
+    """The options only some sources read, as typed: --uncertain, --negatives, --views (NIH
+    reads its views itself, PA when not given; CheXpert-style sources keep frontal views)."""
     options = {
         key: value
         for key in ("uncertain", "negatives")
         if (value := getattr(args, key, None)) is not None
     }
-    if "--views" in getattr(args, "changed_flags", set()):
+    if getattr(args, "views", None) is not None:  # typed: each source reads it its own way
         options["views"] = args.views
     return options
 

@@ -333,6 +333,7 @@ def test_the_command_line_passes_uncertain_negatives_and_views_to_the_source(
     assert zeros["images"] == default["images"] + 1, "the uncertain image comes back"
     every_view = dry_run("--views", "all")
     assert every_view["images"] == default["images"] + 2, "the two lateral images come back"
+    assert "AP" in default["views"] and set(dry_run("--views", "PA")["views"]) == {"PA"}
     manifest = tmp_path / "manifest"
     manifest.mkdir()
     (manifest / "manifest.csv").write_text("path,label,patient_id\na.png,1,p1\n")
