@@ -40,8 +40,8 @@ def common(models: dict[str, Path]) -> list[str]:
     """Separable images with a sex column: the audit's experiment works (its controls hold),
     so the gate combines a real verdict with the probe's."""
     return [
-        "--modality", "cxr", "--data", str(models["data"]), "--image-size", "32",
-        "--input-size", "32", "--resamples", "200", "--confounders", "tag,sex", "--device", "cpu",
+        "--modality", "cxr", "--data", str(models["data"]), "--image-size", "16",
+        "--input-size", "16", "--resamples", "200", "--confounders", "tag,sex", "--device", "cpu",
     ]  # fmt: skip
 
 

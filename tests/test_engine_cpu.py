@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent(
     class Spec:
         train = TrainSettings(batch_size=8, input_size=32, normalize="imagenet")
 
-    for _ in range(150):  # 3 steps each, the last of 7 images
+    for _ in range(80):  # 3 steps each, the last of 7 images
         train_epoch(model, optimizer, data, Spec, torch.Generator().manual_seed(0),
                     torch.Generator().manual_seed(1), device)
     print("trained")

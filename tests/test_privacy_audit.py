@@ -27,7 +27,7 @@ def build_manifest(root: Path) -> Path:
     rows = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for n in range(96):
+        for n in range(64):
             identity = Identity(
                 patient_id=f"PID-{CANARY}-{n}", name=f"{CANARY}^Pat{n}", birth_date=CANARY,
                 accession=f"ACC{CANARY}{n}", sex="F" if n % 2 else "M",
