@@ -173,6 +173,17 @@ def find_csv(root: Path, name: str) -> Path | None:
     return None
 
 
+def detect_csv(path: Path, name: str, title: str) -> str | None:
+    """Detection for a source known by one CSV (plain or ``.gz``) in its folder: the file's name
+    as evidence; the CSV itself given as ``data`` is one line asking for its folder."""
+    if path.is_file():
+        if path.name in (name, f"{name}.gz"):
+            raise UsageError(f"`data` names {path.name}; give the {title} folder that holds it")
+        return None
+    found = find_csv(path, name)
+    return None if found is None else found.name
+
+
 def read_table(
     path: Path, required: Sequence[str], optional: Sequence[str] = (), *, title: str
 ) -> pd.DataFrame:

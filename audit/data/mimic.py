@@ -25,6 +25,7 @@ from audit.data.chexpert import (
     CxrOptions,
     choose_label,
     describe_selection,
+    detect_csv,
     find_csv,
     read_options,
     read_table,
@@ -186,14 +187,7 @@ class MimicSource(DataSource):
     )
 
     def detect(self, path: Path) -> str | None:
-        if path.is_file():
-            if path.name in (METADATA, f"{METADATA}.gz"):
-                raise UsageError(
-                    f"`data` names {path.name}; give the MIMIC-CXR-JPG folder that holds it"
-                )
-            return None
-        found = find_csv(path, METADATA)
-        return None if found is None else found.name
+        return detect_csv(path, METADATA, TITLE)
 
     def plan(self, request: DataRequest) -> SourcePlan:
         return plan_mimic(

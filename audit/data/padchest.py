@@ -41,6 +41,7 @@ from audit.data.chexpert import (
     LEFT_OUT_OTHER,
     CxrOptions,
     describe_selection,
+    detect_csv,
     find_csv,
     read_options,
     read_table,
@@ -242,14 +243,7 @@ class PadchestSource(DataSource):
     detect_order = 16
 
     def detect(self, path: Path) -> str | None:
-        if path.is_file():
-            if path.name in (CSV_NAME, f"{CSV_NAME}.gz"):
-                raise UsageError(
-                    f"`data` names {path.name}; give the PadChest folder that holds it"
-                )
-            return None
-        found = find_csv(path, CSV_NAME)
-        return None if found is None else found.name
+        return detect_csv(path, CSV_NAME, TITLE)
 
     def plan(self, request: DataRequest) -> PadchestPlan:
         options = read_options(request.source_options, TITLE, OPTION_NAMES)
